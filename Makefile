@@ -1,0 +1,223 @@
+# vhost-user-video: a vhost-user virtio-video backend on V4L2 stateful codecs.
+# One non-recursive GNU Makefile. `make help` lists the targets.
+
+VERSION := 0.1.0
+
+# ---- toolchain ---------------------------------------------------------------
+# A CC given on the command line or in the environment (Buildroot, Yocto) wins;
+# otherwise $(CROSS_COMPILE)gcc, or musl-gcc for a native static build.
+STATIC ?= 1
+CROSS_COMPILE ?=
+ifeq ($(origin CC),default)
+  ifneq ($(CROSS_COMPILE),)
+    CC = $(CROSS_COMPILE)gcc
+  else ifeq ($(STATIC),1)
+    CC = musl-gcc
+  else
+    CC = gcc
+  endif
+endif
+STRIP ?= $(CROSS_COMPILE)strip
+ASAN_CC ?= gcc
+AWK ?= awk
+
+B := build
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share
+INSTALL ?= install
+
+# Kernel uapi headers. Debian's musl-gcc does not search /usr/include, so when
+# $(CC) cannot find <linux/videodev2.h> we point it at a private directory of
+# links to the system's linux/, asm-generic/ and the target's asm/.
+# Cross toolchains without them: make KERNEL_HEADERS=/path/to/sysroot/usr/include
+KERNEL_HEADERS ?=
+ifeq ($(KERNEL_HEADERS),)
+  ifneq ($(filter-out help clean distclean defconfig olddefconfig savedefconfig menuconfig,$(or $(MAKECMDGOALS),all)),)
+    HASH := \#
+    CC_HAS_UAPI := $(shell printf '$(HASH)include <linux/videodev2.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo y)
+  endif
+  ifneq ($(CC_HAS_UAPI),y)
+    TARGET_TRIPLE := $(subst -musl,-gnu,$(shell $(CC) -dumpmachine 2>/dev/null))
+    UAPI_ASM := $(firstword $(wildcard /usr/include/$(TARGET_TRIPLE)/asm /usr/$(TARGET_TRIPLE)/include/asm))
+    KINC := $(B)/kinc
+    KERNEL_HEADERS := $(KINC)
+  endif
+endif
+
+# ---- configuration (Kconfig -> .config -> build/config.h) -------------------
+KCONFIG_AWK := $(AWK) -f scripts/kconfig.awk
+CONFIG_FILE := $(firstword $(wildcard .config) /dev/null)
+-include .config
+
+# ---- flags: ours first, the user's CPPFLAGS/CFLAGS/LDFLAGS appended ---------
+VUV_CPPFLAGS := -D_GNU_SOURCE -DVUV_VERSION='"$(VERSION)"' -I$(B) -I.
+VUV_CFLAGS := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wno-unused-parameter -O2 -g \
+	-ffunction-sections -fdata-sections -pthread -MMD -MP
+VUV_LDFLAGS := -pthread -Wl,--gc-sections
+ifeq ($(STATIC),1)
+  VUV_LDFLAGS += -static
+endif
+VUV_KINC_FLAGS := $(if $(KERNEL_HEADERS),-isystem $(KERNEL_HEADERS))
+
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined -O1
+
+ifeq ($(V),1)
+  Q :=
+  quiet = @:
+else
+  Q := @
+  quiet = @printf '  %-7s %s\n'
+endif
+
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+DAEMON := vhost-user-video
+DAEMON_SRCS := vuvideo.c vu.c v4l2.c
+# Test programs: name -> sources. Each links what it tests, nothing more.
+TEST_PROGS := test_vu e2e_core e2e_dec vuvideo-front
+test_vu_SRCS := tests/test_vu.c vu.c
+e2e_core_SRCS := tests/e2e_core.c tests/vufront.c tests/tproc.c
+e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vufront.c tests/tproc.c
+vuvideo-front_SRCS := tests/vvfront.c tests/vvdec.c tests/vufront.c
+
+objs = $(patsubst %.c,$(1)/%.o,$(2))
+
+# ---- the daemon --------------------------------------------------------------
+all: $(DAEMON)
+
+$(DAEMON): $(call objs,$(B),$(DAEMON_SRCS))
+	$(quiet) LD $@
+	$(Q)$(CC) $(VUV_CFLAGS) $(CFLAGS) $(VUV_LDFLAGS) $(LDFLAGS) -o $@ $^
+
+$(B)/%.o: %.c $(B)/config.h $(if $(KINC),$(KINC)/.stamp) | $(B)/tests
+	$(quiet) CC $<
+	$(Q)$(CC) $(VUV_CPPFLAGS) $(VUV_KINC_FLAGS) $(CPPFLAGS) $(VUV_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(B)/config.h: Kconfig scripts/kconfig.awk $(wildcard .config) | $(B)/tests
+	$(quiet) GEN $@
+	$(Q)$(KCONFIG_AWK) -v mode=header Kconfig $(CONFIG_FILE) > $@.tmp && mv $@.tmp $@
+
+$(B)/tests $(B)/asan/tests:
+	$(Q)mkdir -p $@
+
+$(KINC)/.stamp:
+	$(quiet) KINC "$(or $(UAPI_ASM),no asm/ headers found for $(TARGET_TRIPLE))"
+	$(Q)test -n "$(UAPI_ASM)" -a -d /usr/include/linux || { \
+		echo "error: no kernel uapi headers for $(CC) ($(TARGET_TRIPLE));" \
+		     "install linux-libc-dev (or the cross one), or set KERNEL_HEADERS=DIR" >&2; exit 1; }
+	$(Q)mkdir -p $(KINC)
+	$(Q)ln -sfn /usr/include/linux $(KINC)/linux
+	$(Q)ln -sfn /usr/include/asm-generic $(KINC)/asm-generic
+	$(Q)ln -sfn $(UAPI_ASM) $(KINC)/asm
+	$(Q)touch $@
+
+# ---- tests -------------------------------------------------------------------
+# Native programs (static like the daemon) and the same again under
+# AddressSanitizer + UndefinedBehaviorSanitizer (glibc gcc, dynamic).
+define test_prog
+$(B)/tests/$(1): $(call objs,$(B),$($(1)_SRCS))
+	$$(quiet) LD $$@
+	$$(Q)$$(CC) $$(VUV_CFLAGS) $$(CFLAGS) $$(VUV_LDFLAGS) $$(LDFLAGS) -o $$@ $$^
+$(B)/asan/tests/$(1): $(call objs,$(B)/asan,$($(1)_SRCS))
+	$$(quiet) LD $$@
+	$$(Q)$$(ASAN_CC) $$(VUV_CFLAGS) $$(ASAN_FLAGS) -pthread -o $$@ $$^
+endef
+$(foreach t,$(TEST_PROGS),$(eval $(call test_prog,$(t))))
+
+$(B)/asan/$(DAEMON): $(call objs,$(B)/asan,$(DAEMON_SRCS))
+	$(quiet) LD $@
+	$(Q)$(ASAN_CC) $(VUV_CFLAGS) $(ASAN_FLAGS) -pthread -o $@ $^
+
+$(B)/asan/%.o: %.c $(B)/config.h | $(B)/asan/tests
+	$(quiet) CC "$< [asan]"
+	$(Q)$(ASAN_CC) $(VUV_CPPFLAGS) $(VUV_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+
+tests: $(DAEMON) $(TEST_PROGS:%=$(B)/tests/%)
+tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%)
+
+# `make check` first installs what a fresh Debian machine lacks (as root), then
+# builds both variants and runs unit tests on the host and end-to-end tests
+# on the real vicodec in a small VM. Ends with "N passed, N failed".
+check:
+	$(Q)tests/deps.sh
+	$(Q)$(MAKE) --no-print-directory tests tests-asan
+	$(Q)tests/run.sh
+
+# Unit tests only (no VM), for quick iterations.
+check-unit:
+	$(Q)$(MAKE) --no-print-directory tests tests-asan
+	$(Q)VUV_NO_VM=1 tests/run.sh
+
+# ---- configuration targets ---------------------------------------------------
+defconfig:
+	$(Q)$(KCONFIG_AWK) -v mode=config Kconfig /dev/null > .config
+	@echo "wrote .config with the defaults"
+
+olddefconfig:
+	$(Q)$(KCONFIG_AWK) -v mode=config Kconfig $(CONFIG_FILE) > .config.tmp && mv .config.tmp .config
+	@echo "wrote .config (new options take their defaults)"
+
+savedefconfig:
+	$(Q)$(KCONFIG_AWK) -v mode=save Kconfig $(CONFIG_FILE) > defconfig
+	@echo "wrote defconfig (only the options that differ from the defaults)"
+
+menuconfig:
+	$(Q)if command -v kconfig-mconf >/dev/null 2>&1; then \
+		kconfig-mconf Kconfig; \
+	elif python3 -c 'import menuconfig' >/dev/null 2>&1; then \
+		python3 -m menuconfig Kconfig; \
+	else \
+		echo "menuconfig needs a Kconfig front end:" >&2; \
+		echo "  apt-get install kconfig-frontends-nox   (kconfig-mconf)" >&2; \
+		echo "  or: apt-get install python3-kconfiglib" >&2; \
+		echo "or edit .config by hand and run 'make olddefconfig'." >&2; \
+		exit 1; \
+	fi
+	$(Q)$(MAKE) --no-print-directory olddefconfig
+
+# ---- install -------------------------------------------------------------------
+# Not stripped (distributions strip themselves); install-strip does.
+install: $(DAEMON)
+	$(INSTALL) -D -m 0755 $(DAEMON) $(DESTDIR)$(BINDIR)/$(DAEMON)
+	$(INSTALL) -D -m 0644 doc/$(DAEMON).1 $(DESTDIR)$(MANDIR)/man1/$(DAEMON).1
+	$(INSTALL) -d $(DESTDIR)$(DATADIR)/qemu/vhost-user
+	sed 's|@BINDIR@|$(BINDIR)|' doc/50-vhost-user-video.json > \
+		$(DESTDIR)$(DATADIR)/qemu/vhost-user/50-vhost-user-video.json
+
+install-strip: install
+	$(STRIP) $(DESTDIR)$(BINDIR)/$(DAEMON)
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/$(DAEMON) $(DESTDIR)$(MANDIR)/man1/$(DAEMON).1 \
+		$(DESTDIR)$(DATADIR)/qemu/vhost-user/50-vhost-user-video.json
+
+clean:
+	rm -rf $(B) $(DAEMON)
+
+distclean: clean
+	rm -f .config .config.tmp defconfig
+
+help:
+	@echo "vhost-user-video $(VERSION)"
+	@echo "Build:   make [STATIC=0] [CROSS_COMPILE=aarch64-linux-musl-] [CC=..] [KERNEL_HEADERS=DIR] [V=1]"
+	@echo "  all            the static daemon ./$(DAEMON) (default)"
+	@echo "  check          install test deps (root), build, run unit + sanitizer + VM tests"
+	@echo "  check-unit     unit tests only, no VM"
+	@echo "  tests          build the test programs into $(B)/tests"
+	@echo "  install        PREFIX=$(PREFIX) DESTDIR= BINDIR= MANDIR=; install-strip, uninstall"
+	@echo "  clean          remove build output; distclean also removes .config"
+	@echo "Configure (no Kconfig tool needed):"
+	@echo "  defconfig      .config with the defaults"
+	@echo "  olddefconfig   fill in missing options of .config with their defaults"
+	@echo "  savedefconfig  write the options that differ from the defaults to ./defconfig"
+	@echo "  menuconfig     interactive (kconfig-mconf or python3 -m menuconfig)"
+
+.PHONY: all tests tests-asan check check-unit defconfig olddefconfig savedefconfig \
+	menuconfig install install-strip uninstall clean distclean help
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
