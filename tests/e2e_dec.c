@@ -1,0 +1,758 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * End-to-end decoder tests: the real daemon on the real vicodec stateful
+ * decoder, driven by the test frontend playing the guest driver. Every
+ * decode is compared byte for byte with v4l2-ctl decoding the same clip
+ * directly on the decoder. Runs inside the test VM (tests/vm/vm.sh):
+ * VICODEC_DEC, VICODEC_ENC and VUV_DAEMON name the nodes and the daemon.
+ *
+ * Test content is made here: raw frames from our own pattern generator,
+ * encoded to FWHT by v4l2-ctl on vicodec's stateful encoder.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tproc.h"
+#include "vufront.h"
+#include "vvdec.h"
+
+static const char *daemon_path, *dec_node, *enc_node;
+static const char *work = "/tmp/vuv-e2e-dec";
+static struct tdaemon dmn = { .pid = -1 };
+static char why[1024];
+static unsigned npass, nfail;
+
+__attribute__((format(printf, 1, 2)))
+static int failf(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+#define CHECK(cond, ...) do { if (!(cond)) return failf(__VA_ARGS__); } while (0)
+
+/* ---- content --------------------------------------------------------------- */
+
+/* Deterministic YU12 frames: gradients, a moving box and some texture, so
+ * that the FWHT encoder has real work and P-frames differ from I-frames. */
+static int gen_raw(const char *path, unsigned w, unsigned h, unsigned n, unsigned seed)
+{
+	FILE *f = fopen(path, "wb");
+	size_t ysz = (size_t)w * h, csz = ysz / 4;
+	uint8_t *buf = malloc(ysz + 2 * csz);
+
+	if (!f || !buf)
+		return failf("cannot write %s", path);
+	for (unsigned k = 0; k < n; k++) {
+		unsigned bx = (k * 16 + seed * 40) % (w - 64), by = (k * 8 + seed * 20) % (h - 64);
+
+		for (unsigned y = 0; y < h; y++)
+			for (unsigned x = 0; x < w; x++) {
+				uint8_t v = (uint8_t)(x / 2 + y / 3 + k * 5 + seed);
+
+				if (x >= bx && x < bx + 64 && y >= by && y < by + 64)
+					v = (uint8_t)(235 - ((x ^ y) & 31));
+				else if (((x * 7 + y * 13 + k) % 97) == 0)
+					v ^= 0x55;
+				buf[(size_t)y * w + x] = v;
+			}
+		for (unsigned i = 0; i < csz; i++) {
+			buf[ysz + i] = (uint8_t)(128 + (i % (w / 2)) / 8 - k);
+			buf[ysz + csz + i] = (uint8_t)(96 + (i / (w / 2)) / 4 + seed);
+		}
+		if (fwrite(buf, 1, ysz + 2 * csz, f) != ysz + 2 * csz)
+			return failf("writing %s", path);
+	}
+	free(buf);
+	return fclose(f) ? failf("writing %s", path) : 0;
+}
+
+static int sh(const char *fmt, ...)
+{
+	char cmd[2048];
+	va_list ap;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	st = system(cmd);
+	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st))
+		return failf("command failed: %s", cmd);
+	return 0;
+}
+
+/* raw -> FWHT with v4l2-ctl on the stateful encoder (1080p needs the crop
+ * selection, or the frames drift), then the reference decode with v4l2-ctl
+ * on the stateful decoder. */
+static int make_clip(const char *name, unsigned w, unsigned h, unsigned n, unsigned seed)
+{
+	char raw[256];
+
+	snprintf(raw, sizeof(raw), "%s/%s.yu12", work, name);
+	if (gen_raw(raw, w, h, n, seed))
+		return -1;
+	if (sh("timeout 300 v4l2-ctl -d %s --set-fmt-video-out=width=%u,height=%u,pixelformat=YU12 "
+	       "--set-selection-output=target=crop,width=%u,height=%u "
+	       "--stream-out-mmap --stream-mmap --stream-from %s --stream-to %s/%s.fwht "
+	       ">%s/%s.enc.log 2>&1", enc_node, w, h, w, h, raw, work, name, work, name))
+		return -1;
+	unlink(raw);
+	return 0;
+}
+
+static int ref_decode(const char *name)
+{
+	return sh("timeout 300 v4l2-ctl -d %s --stream-out-mmap --stream-mmap "
+		  "--stream-from %s/%s.fwht --stream-to %s/%s.ref >%s/%s.dec.log 2>&1",
+		  dec_node, work, name, work, name, work, name);
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *b = NULL;
+	long n;
+
+	if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET))
+		goto out;
+	b = malloc((size_t)n + 1);
+	if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+		free(b);
+		b = NULL;
+	}
+	*len = (size_t)n;
+out:
+	if (f)
+		fclose(f);
+	return b;
+}
+
+static int compare_files(const char *got, const char *want)
+{
+	size_t gl = 0, wl = 0;
+	uint8_t *g = slurp(got, &gl), *w = slurp(want, &wl);
+	int r = 0;
+
+	if (!g || !w) {
+		r = failf("cannot read %s or %s", got, want);
+	} else if (gl != wl || memcmp(g, w, gl)) {
+		size_t i = 0;
+
+		while (i < gl && i < wl && g[i] == w[i])
+			i++;
+		r = failf("%s (%zu bytes) differs from the direct decode %s (%zu bytes) at byte %zu",
+			  got, gl, want, wl, i);
+	}
+	free(g);
+	free(w);
+	return r;
+}
+
+/* ---- running decodes ---------------------------------------------------------- */
+
+static struct vuf *open_front(const struct vuf_opts *o)
+{
+	char err[256];
+	struct vuf *v = vuf_open(dmn.sock, o, err, sizeof(err));
+
+	if (!v)
+		failf("frontend: %s", err);
+	return v;
+}
+
+struct dec_job {
+	const char *clip;		/* name in work/ */
+	struct vvdec_opts o;
+	struct vvdec_clip c;
+	struct vvdec *d;
+	FILE *out;
+	char out_path[256];
+};
+
+static int check_result(struct dec_job *j, bool exact)
+{
+	const struct vvdec_result *r = vvdec_result(j->d);
+	char ref[256];
+
+	CHECK(!r->err[0], "%s: %s", j->clip, r->err);
+	CHECK(r->drained && r->eos, "%s: drain %s, EOS buffer %s", j->clip,
+	      r->drained ? "answered" : "not answered", r->eos ? "seen" : "missing");
+	CHECK(r->res_changes >= 1, "%s: no DECODER_RESOLUTION_CHANGED", j->clip);
+	CHECK(r->ts_errors == 0, "%s: %u output timestamps match no input", j->clip, r->ts_errors);
+	if (!exact)
+		return 0;
+	CHECK(r->frames_out == j->c.nframes, "%s: %u frames out of %u", j->clip, r->frames_out,
+	      j->c.nframes);
+	for (unsigned k = 0; k < r->frames_out; k++)
+		CHECK(vvdec_frame_source(j->d, k) == (int)k,
+		      "%s: output frame %u carries the timestamp of input %d", j->clip, k,
+		      vvdec_frame_source(j->d, k));
+	snprintf(ref, sizeof(ref), "%s/%s.ref", work, j->clip);
+	return compare_files(j->out_path, ref);
+}
+
+static int job_init(struct vuf *v, struct dec_job *j, const char *clip, const char *tag)
+{
+	char path[256], err[256];
+
+	j->clip = clip;
+	snprintf(path, sizeof(path), "%s/%s.fwht", work, clip);
+	if (vvdec_clip_load(&j->c, path, err, sizeof(err)))
+		return failf("%s", err);
+	snprintf(j->out_path, sizeof(j->out_path), "%s/%s.%s.out", work, clip, tag);
+	j->out = fopen(j->out_path, "wb");
+	if (!j->out)
+		return failf("cannot write %s", j->out_path);
+	j->d = vvdec_new(v, &j->c, j->out, &j->o);
+	return j->d ? 0 : failf("out of memory");
+}
+
+static void job_fini(struct dec_job *j)
+{
+	if (j->out)
+		fclose(j->out);
+	j->out = NULL;
+	vvdec_free(j->d);
+	j->d = NULL;
+	vvdec_clip_free(&j->c);
+}
+
+/* Decode n clips at once on one connection; each must match its reference. */
+static int decode_jobs(struct dec_job *jobs, unsigned n, const struct vuf_opts *fo, bool exact,
+		       const char *tag)
+{
+	struct vvdec *ds[4];
+	struct vuf *v = open_front(fo);
+	int r = 0;
+
+	if (!v)
+		return -1;
+	for (unsigned i = 0; i < n && !r; i++) {
+		if (!jobs[i].o.stream_id)
+			jobs[i].o.stream_id = i + 1;
+		r = job_init(v, &jobs[i], jobs[i].clip, tag);
+		ds[i] = jobs[i].d;
+	}
+	if (!r) {
+		vvdec_run_all(ds, n);
+		for (unsigned i = 0; i < n; i++)
+			fflush(jobs[i].out);
+		for (unsigned i = 0; i < n && !r; i++)
+			r = check_result(&jobs[i], exact);
+	}
+	if (!r && v->ring_errors)
+		r = failf("frontend saw %u ring errors: %s", v->ring_errors, vuf_error(v));
+	for (unsigned i = 0; i < n; i++)
+		job_fini(&jobs[i]);
+	vuf_close(v);
+	return r;
+}
+
+static int decode_one(const char *clip, const struct vvdec_opts *o, const struct vuf_opts *fo)
+{
+	struct dec_job j = { .clip = clip };
+
+	if (o)
+		j.o = *o;
+	return decode_jobs(&j, 1, fo, true, "out");
+}
+
+/* ---- cases -------------------------------------------------------------------- */
+
+static int t_decode_640(void)
+{
+	return decode_one("vga", NULL, NULL);
+}
+
+static int t_decode_1080(void)
+{
+	return decode_one("hd", NULL, NULL);
+}
+
+static int t_resolution_change(void)
+{
+	struct dec_job j = { .clip = "change" };
+	int r = decode_jobs(&j, 1, NULL, false, "out");
+	char ref[256];
+
+	if (r)
+		return r;
+	snprintf(ref, sizeof(ref), "%s/change.ref", work);
+	return compare_files(j.out_path, ref);
+}
+
+static int t_resolution_change_counted(void)
+{
+	struct dec_job j = { .clip = "change" };
+	struct vuf *v = open_front(NULL);
+	struct vvdec *d;
+	int r;
+
+	if (!v)
+		return -1;
+	r = job_init(v, &j, "change", "count");
+	if (!r) {
+		d = j.d;
+		vvdec_run_all(&d, 1);
+		fflush(j.out);
+		r = check_result(&j, true);
+		if (!r && vvdec_result(d)->res_changes != 2)
+			r = failf("%u resolution events, expected 2 (640x480, then 1280x720)",
+				  vvdec_result(d)->res_changes);
+		if (!r && (vvdec_result(d)->width != 1280 || vvdec_result(d)->crop_h != 720))
+			r = failf("final resolution %ux%u (visible height %u)", vvdec_result(d)->width,
+				  vvdec_result(d)->height, vvdec_result(d)->crop_h);
+	}
+	job_fini(&j);
+	vuf_close(v);
+	return r;
+}
+
+static int t_hd_params(void)
+{
+	struct dec_job j = { .clip = "hd" };
+	struct vuf *v = open_front(NULL);
+	struct vvdec *d;
+	int r;
+
+	if (!v)
+		return -1;
+	r = job_init(v, &j, "hd", "params");
+	if (!r) {
+		d = j.d;
+		vvdec_run_all(&d, 1);
+		fflush(j.out);
+		r = check_result(&j, true);
+		if (!r && (vvdec_result(d)->width != 1920 || vvdec_result(d)->height != 1088 ||
+			   vvdec_result(d)->crop_w != 1920 || vvdec_result(d)->crop_h != 1080))
+			r = failf("params %ux%u visible %ux%u, expected 1920x1088 visible 1920x1080",
+				  vvdec_result(d)->width, vvdec_result(d)->height,
+				  vvdec_result(d)->crop_w, vvdec_result(d)->crop_h);
+	}
+	job_fini(&j);
+	vuf_close(v);
+	return r;
+}
+
+static int t_scattered(void)
+{
+	struct vvdec_opts o = { .scatter = true };
+
+	return decode_one("vga", &o, NULL);
+}
+
+static int t_scattered_per_plane_hd(void)
+{
+	struct vvdec_opts o = { .scatter = true, .per_plane = true };
+
+	return decode_one("hd", &o, NULL);
+}
+
+static int t_garbage(void)
+{
+	struct vvdec_opts o = { .garbage = 8192 };
+
+	return decode_one("vga", &o, NULL);
+}
+
+static int t_indirect_no_event_idx(void)
+{
+	struct vuf_opts fo;
+
+	vuf_opts_default(&fo);
+	fo.use_indirect = true;
+	fo.event_idx = false;
+	fo.use_add_mem_reg = true;
+	return decode_one("vga", NULL, &fo);
+}
+
+static int t_two_streams(void)
+{
+	struct dec_job j[2] = { { .clip = "vga" }, { .clip = "hd" } };
+
+	j[0].o.stream_id = 11;
+	j[1].o.stream_id = 12;
+	j[1].o.scatter = true;
+	return decode_jobs(j, 2, NULL, true, "two");
+}
+
+static int t_seek(void)
+{
+	struct dec_job j = { .clip = "vga" };
+	struct vuf *v = open_front(NULL);
+	uint8_t *ref = NULL, *got = NULL;
+	size_t rl = 0, gl = 0, fsz = 640 * 480 * 3 / 2;
+	char path[256];
+	struct vvdec *d;
+	bool seen[64] = { false };
+	int r;
+
+	if (!v)
+		return -1;
+	j.o.seek_after = 5;
+	j.o.seek_to = 20;		/* an I-frame: GOP 10 */
+	r = job_init(v, &j, "vga", "seek");
+	if (r)
+		goto out;
+	d = j.d;
+	vvdec_run_all(&d, 1);
+	fflush(j.out);
+	r = check_result(&j, false);
+	if (r)
+		goto out;
+	snprintf(path, sizeof(path), "%s/vga.ref", work);
+	ref = slurp(path, &rl);
+	got = slurp(j.out_path, &gl);
+	if (!ref || !got || gl != vvdec_result(d)->frames_out * fsz) {
+		r = failf("seek output of %zu bytes for %u frames", gl, vvdec_result(d)->frames_out);
+		goto out;
+	}
+	for (unsigned k = 0; k < vvdec_result(d)->frames_out; k++) {
+		int s = vvdec_frame_source(d, k);
+
+		if (s < 0 || (size_t)(s + 1) * fsz > rl || memcmp(got + k * fsz, ref + (size_t)s * fsz, fsz)) {
+			r = failf("output frame %u (from input %d) differs from the direct decode", k, s);
+			goto out;
+		}
+		if (s < 64)
+			seen[s] = true;
+	}
+	for (unsigned s = 20; s < j.c.nframes; s++)
+		if (!seen[s]) {
+			r = failf("frame %u after the seek was not decoded", s);
+			goto out;
+		}
+	if (vvdec_result(d)->frames_out >= j.c.nframes)
+		r = failf("%u frames decoded: the seek skipped nothing", vvdec_result(d)->frames_out);
+out:
+	free(ref);
+	free(got);
+	job_fini(&j);
+	vuf_close(v);
+	return r;
+}
+
+/* STREAM_DESTROY while buffers are queued: each comes back, then the
+ * destroy is answered; a new stream decodes fine. */
+static int t_destroy_mid_decode(void)
+{
+	struct vuf *v = open_front(NULL);
+	struct vuf_sglist in = { 0 }, out[4] = { { 0 } };
+	struct vvdec_clip c;
+	struct virtio_video_event ev;
+	struct vuf_params op;
+	uint64_t tok[6];
+	unsigned ntok = 0;
+	uint32_t zero[8] = { 0 }, size;
+	char path[256], err[256];
+	int r = 0, t;
+
+	if (!v)
+		return -1;
+	snprintf(path, sizeof(path), "%s/vga.fwht", work);
+	if (vvdec_clip_load(&c, path, err, sizeof(err))) {
+		vuf_close(v);
+		return failf("%s", err);
+	}
+	t = vuf_stream_create(v, 40, 0, 0, VIRTIO_VIDEO_FORMAT_FWHT, "destroy");
+	if (t != VIRTIO_VIDEO_RESP_OK_NODATA) {
+		r = failf("STREAM_CREATE: %s", vuf_cmd_name((uint32_t)t));
+		goto out;
+	}
+	size = (uint32_t)c.size[0];
+	if (vuf_alloc_contig(v, 1 << 20, 0, &in) || vuf_sg_write(v, &in, 0, c.data, size)) {
+		r = failf("guest memory: %s", vuf_error(v));
+		goto out;
+	}
+	t = vuf_resource_create(v, 40, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, 1, 1, zero, &in, 1);
+	if (t == VIRTIO_VIDEO_RESP_OK_NODATA)
+		t = vuf_resource_queue(v, 40, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, vvdec_ts(0), 1, &size,
+				       &tok[ntok++]);
+	if (t < 0 || vuf_event_wait(v, &ev, 5000) < 0 ||
+	    ev.event_type != VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED) {
+		r = failf("no resolution event: %s", vuf_error(v));
+		goto out;
+	}
+	t = vuf_get_params(v, 40, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op);
+	for (unsigned i = 0; i < 4 && t >= 0; i++) {
+		t = vuf_alloc_scattered(v, 640 * 480 * 3 / 2, &out[i]);
+		if (!t)
+			t = vuf_resource_create(v, 40, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 1, 1, zero,
+						&out[i], 1);
+		if (t == VIRTIO_VIDEO_RESP_OK_NODATA)
+			t = vuf_resource_queue(v, 40, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL,
+					       &tok[ntok++]);
+	}
+	if (t < 0) {
+		r = failf("setting up outputs: %s", vuf_error(v));
+		goto out;
+	}
+	t = vuf_stream_destroy(v, 40);
+	if (t != VIRTIO_VIDEO_RESP_OK_NODATA) {
+		r = failf("STREAM_DESTROY: %s", t < 0 ? vuf_error(v) : vuf_cmd_name((uint32_t)t));
+		goto out;
+	}
+	for (unsigned i = 0; i < ntok; i++) {
+		struct vuf_rq_result rr;
+
+		if (vuf_resource_queue_wait(v, tok[i], &rr, 2000) < 0) {
+			r = failf("queued buffer %u not returned after STREAM_DESTROY", i);
+			goto out;
+		}
+	}
+	t = vuf_resource_queue(v, 40, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, 0, 1, &size, &tok[0]);
+	if (t >= 0)
+		t = vuf_wait_type(v, tok[0], NULL, 0, 8, 2000);
+	if (t != VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID)
+		r = failf("RESOURCE_QUEUE on a destroyed stream answered %s",
+			  t < 0 ? vuf_error(v) : vuf_cmd_name((uint32_t)t));
+out:
+	vvdec_clip_free(&c);
+	vuf_close(v);
+	return r ? r : decode_one("vga", NULL, NULL);
+}
+
+static int expect(int got, int want, const char *what)
+{
+	if (got == want)
+		return 0;
+	return failf("%s: got %s, expected %s", what,
+		     got < 0 ? "no answer" : vuf_cmd_name((uint32_t)got), vuf_cmd_name((uint32_t)want));
+}
+
+static int queue_type_answer(struct vuf *v, uint32_t sid, uint32_t q, uint32_t res,
+			     unsigned nsizes, uint32_t bytes)
+{
+	uint32_t sizes[8] = { bytes, 0 };
+	uint64_t tok;
+	int t = vuf_resource_queue(v, sid, q, res, 0, nsizes, sizes, &tok);
+
+	return t < 0 ? t : vuf_wait_type(v, tok, NULL, 0, 8, 3000);
+}
+
+/* Bad input from the guest: a clear error each, nothing lost, and the
+ * next stream on the same connection decodes correctly. */
+static int t_bad_input(void)
+{
+	struct vuf *v = open_front(NULL);
+	struct vuf_sglist good = { 0 }, bad = { 0 };
+	struct vuf_sg e;
+	uint32_t zero[8] = { 0 }, val;
+	uint8_t raw[64] = { 0 };
+	uint8_t resp[128];
+	int r = 0, t;
+
+	if (!v)
+		return -1;
+#define EXPECT(got, want, what) do { if ((r = expect((got), (want), (what)))) goto out; } while (0)
+	EXPECT(vuf_stream_create(v, 5, 0, 0, VIRTIO_VIDEO_FORMAT_FWHT, "bad"),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_CREATE");
+	EXPECT(vuf_stream_create(v, 5, 0, 0, VIRTIO_VIDEO_FORMAT_FWHT, "dup"),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID, "STREAM_CREATE with an id in use");
+	EXPECT(vuf_stream_create(v, 6, 0, 0, VIRTIO_VIDEO_FORMAT_H264, "h264"),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "STREAM_CREATE for a format vicodec lacks");
+	EXPECT(vuf_stream_create(v, 6, 1, 1, VIRTIO_VIDEO_FORMAT_FWHT, "obj"),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "STREAM_CREATE with VIRTIO_OBJECT memory");
+	if (vuf_alloc_contig(v, 64 * 1024, 1, &good)) {
+		r = failf("guest memory: %s", vuf_error(v));
+		goto out;
+	}
+	EXPECT(vuf_resource_create(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, 1, 1, zero, &good, 1),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE");
+	EXPECT(vuf_resource_create(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, 1, 1, zero, &good, 1),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_RESOURCE_ID, "RESOURCE_CREATE with an id in use");
+	EXPECT(vuf_resource_create(v, 77, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 2, 1, 1, zero, &good, 1),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID, "RESOURCE_CREATE on an unknown stream");
+	EXPECT(vuf_resource_create(v, 5, 0x555, 2, 1, 1, zero, &good, 1),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_CREATE with a bad queue type");
+	EXPECT(vuf_resource_create(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 2, 3, 1, zero, &good, 1),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_CREATE with a bad planes layout");
+	EXPECT(vuf_resource_create(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 2, 1, 9, zero, &good, 1),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_CREATE with 9 planes");
+	/* entries outside guest memory: below both regions, across a region's
+	 * end, wrapping 2^64 */
+	bad.e = &e;
+	bad.n = 1;
+	e = (struct vuf_sg){ 0x1000, 4096 };
+	EXPECT(vuf_resource_create(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 3, 1, 1, zero, &bad, 1),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_CREATE outside guest memory");
+	e = (struct vuf_sg){ VUF_REGION1_GPA + v->reg[1].size - 2048, 4096 };
+	EXPECT(vuf_resource_create(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 3, 1, 1, zero, &bad, 1),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_CREATE across a region's end");
+	e = (struct vuf_sg){ 0xfffffffffffff000ull, 8192 };
+	EXPECT(vuf_resource_create(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 3, 1, 1, zero, &bad, 1),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_CREATE wrapping 2^64");
+	e = (struct vuf_sg){ VUF_REGION0_GPA, 0 };
+	EXPECT(vuf_resource_create(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 3, 1, 1, zero, &bad, 1),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_CREATE with an empty entry");
+	EXPECT(queue_type_answer(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 99, 1, 100),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_RESOURCE_ID, "RESOURCE_QUEUE of an unknown resource");
+	EXPECT(queue_type_answer(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, 1, 64 * 1024 + 1),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_QUEUE with more data than the buffer");
+	EXPECT(queue_type_answer(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, 9, 100),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_QUEUE with 9 data sizes");
+	EXPECT(queue_type_answer(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, 1, 0),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_QUEUE with no data");
+	EXPECT(queue_type_answer(v, 5, 0x999, 1, 1, 100),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_QUEUE with a bad queue type");
+	EXPECT(queue_type_answer(v, 88, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, 1, 100),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID, "RESOURCE_QUEUE on an unknown stream");
+	/* wrong request sizes */
+	memcpy(raw, &(uint32_t){ htole32(VIRTIO_VIDEO_CMD_RESOURCE_QUEUE) }, 4);
+	memcpy(raw + 4, &(uint32_t){ htole32(5) }, 4);
+	t = vuf_cmd(v, raw, 60, NULL, 0, resp, 24, 3000);
+	EXPECT(t >= 8 ? (int)le32toh(*(uint32_t *)resp) : -1, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+	       "RESOURCE_QUEUE of 60 bytes");
+	memcpy(raw, &(uint32_t){ htole32(VIRTIO_VIDEO_CMD_GET_PARAMS_EXT) }, 4);
+	t = vuf_cmd(v, raw, 12, NULL, 0, resp, 128, 3000);
+	EXPECT(t >= 8 ? (int)le32toh(*(uint32_t *)resp) : -1, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+	       "GET_PARAMS_EXT of 12 bytes");
+	/* controls a FWHT decoder does not have */
+	EXPECT(vuf_get_control(v, 5, VIRTIO_VIDEO_CONTROL_PROFILE, &val),
+	       VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, "GET_CONTROL PROFILE");
+	EXPECT(vuf_get_control(v, 5, VIRTIO_VIDEO_CONTROL_BITRATE, &val),
+	       VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, "GET_CONTROL BITRATE");
+	EXPECT(vuf_set_control(v, 5, VIRTIO_VIDEO_CONTROL_BITRATE, 1000000),
+	       VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, "SET_CONTROL BITRATE");
+	/* a destroyed stream is gone */
+	EXPECT(vuf_stream_destroy(v, 5), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY");
+	EXPECT(queue_type_answer(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, 1, 100),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID, "RESOURCE_QUEUE on a destroyed stream");
+	EXPECT(vuf_stream_destroy(v, 5), VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID,
+	       "STREAM_DESTROY twice");
+	/* more streams than the build allows: OUT_OF_MEMORY, and all recover */
+	for (uint32_t id = 100;; id++) {
+		t = vuf_stream_create(v, id, 0, 0, VIRTIO_VIDEO_FORMAT_FWHT, "many");
+		if (t == VIRTIO_VIDEO_RESP_OK_NODATA && id < 200)
+			continue;
+		EXPECT(t, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, "STREAM_CREATE beyond the maximum");
+		for (uint32_t k = 100; k < id; k++)
+			EXPECT(vuf_stream_destroy(v, k), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY");
+		break;
+	}
+	if (v->ring_errors)
+		r = failf("ring errors: %s", vuf_error(v));
+	/* nothing lost: a stream on the same connection decodes correctly */
+	if (!r) {
+		struct dec_job j = { .clip = "vga" };
+		struct vvdec *d;
+
+		j.o.stream_id = 7;
+		r = job_init(v, &j, "vga", "afterbad");
+		if (!r) {
+			d = j.d;
+			vvdec_run_all(&d, 1);
+			fflush(j.out);
+			r = check_result(&j, true);
+		}
+		job_fini(&j);
+	}
+out:
+#undef EXPECT
+	vuf_sglist_free(&good);
+	vuf_close(v);
+	return r;
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+static void run(const char *name, int (*fn)(void))
+{
+	char how[128];
+	int64_t t0 = t_now_ms();
+	int r;
+
+	why[0] = 0;
+	r = fn();
+	if (!r && !tdaemon_alive(&dmn, how, sizeof(how)))
+		r = failf("the daemon died (%s)", how);
+	if (r) {
+		nfail++;
+		printf("FAIL %s: %s\n", name, why);
+		tdaemon_log_tail(&dmn, stdout);
+	} else {
+		npass++;
+		printf("PASS %s (%.1f s)\n", name, (double)(t_now_ms() - t0) / 1000);
+	}
+	fflush(stdout);
+	if (!tdaemon_alive(&dmn, how, sizeof(how))) {
+		char err[256];
+
+		printf("  restarting the daemon\n");
+		if (tdaemon_start(&dmn, daemon_path, dec_node, work, "daemon", "-v", err, sizeof(err)))
+			printf("  %s\n", err);
+	}
+}
+
+int main(void)
+{
+	static const struct { const char *name; int (*fn)(void); } cases[] = {
+		{ "decode 640x480, byte-exact with v4l2-ctl", t_decode_640 },
+		{ "decode 1920x1080, byte-exact with v4l2-ctl", t_decode_1080 },
+		{ "1080p params: coded 1920x1088, visible 1920x1080", t_hd_params },
+		{ "mid-stream resolution change 640x480 -> 1280x720", t_resolution_change },
+		{ "resolution change: two events, frames and timestamps", t_resolution_change_counted },
+		{ "scattered pages over both regions (NON_CONTIG)", t_scattered },
+		{ "scattered per-plane output at 1080p", t_scattered_per_plane_hd },
+		{ "garbage after the frame, data_sizes set right", t_garbage },
+		{ "indirect descriptors, no EVENT_IDX, ADD_MEM_REG", t_indirect_no_event_idx },
+		{ "two streams decoding concurrently", t_two_streams },
+		{ "seek: QUEUE_CLEAR input mid-stream, continue at an I-frame", t_seek },
+		{ "STREAM_DESTROY mid-decode returns every buffer", t_destroy_mid_decode },
+		{ "bad input: clear errors, then a correct decode", t_bad_input },
+	};
+	char err[256];
+	int st;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	daemon_path = getenv("VUV_DAEMON");
+	dec_node = getenv("VICODEC_DEC");
+	enc_node = getenv("VICODEC_ENC");
+	if (!daemon_path || !dec_node || !enc_node) {
+		printf("e2e_dec: VUV_DAEMON, VICODEC_DEC and VICODEC_ENC must be set (run in the test VM)\n");
+		printf("0 passed, 1 failed\n");
+		return 1;
+	}
+	if (sh("rm -rf %s && mkdir -p %s", work, work) ||
+	    make_clip("vga", 640, 480, 30, 1) || ref_decode("vga") ||
+	    make_clip("hd", 1920, 1080, 6, 2) || ref_decode("hd") ||
+	    make_clip("p720", 1280, 720, 6, 3) ||
+	    sh("cat %s/vga.fwht %s/p720.fwht > %s/change.fwht", work, work, work) ||
+	    ref_decode("change")) {
+		printf("FAIL preparing test content: %s\n", why);
+		printf("0 passed, 1 failed\n");
+		return 1;
+	}
+	printf("test content ready in %s\n", work);
+	if (tdaemon_start(&dmn, daemon_path, dec_node, work, "daemon", "-v", err, sizeof(err))) {
+		printf("FAIL starting the daemon: %s\n", err);
+		printf("0 passed, 1 failed\n");
+		return 1;
+	}
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		run(cases[i].name, cases[i].fn);
+	if (tdaemon_stop(&dmn, SIGTERM, 5000, &st) || !WIFEXITED(st) || WEXITSTATUS(st)) {
+		char s[100];
+
+		t_describe_status(st, s, sizeof(s));
+		printf("FAIL daemon exits 0 on SIGTERM after the run (%s)\n", s);
+		tdaemon_log_tail(&dmn, stdout);
+		nfail++;
+	} else {
+		printf("PASS daemon exits 0 on SIGTERM after the run\n");
+		npass++;
+	}
+	printf("%u passed, %u failed\n", npass, nfail);
+	return nfail ? 1 : 0;
+}

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tproc.h"
+
+int64_t t_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void t_sleep_ms(int ms)
+{
+	nanosleep(&(struct timespec){ ms / 1000, (long)(ms % 1000) * 1000000 }, NULL);
+}
+
+void t_describe_status(int st, char *buf, size_t len)
+{
+	if (WIFEXITED(st))
+		snprintf(buf, len, "exit status %d", WEXITSTATUS(st));
+	else if (WIFSIGNALED(st))
+		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+	else
+		snprintf(buf, len, "status 0x%x", st);
+}
+
+int t_wait_exit(pid_t pid, int *st, int timeout_ms)
+{
+	int64_t deadline = t_now_ms() + timeout_ms;
+
+	for (;;) {
+		pid_t r = waitpid(pid, st, WNOHANG);
+
+		if (r == pid)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		if (t_now_ms() >= deadline)
+			return -ETIMEDOUT;
+		t_sleep_ms(5);
+	}
+}
+
+int tdaemon_start(struct tdaemon *t, const char *daemon, const char *device, const char *dir,
+		  const char *name, const char *extra, char *err, size_t errlen)
+{
+	char sock_arg[400], dev_arg[300];
+	int st;
+
+	snprintf(t->sock, sizeof(t->sock), "%s/%s.sock", dir, name);
+	snprintf(t->log, sizeof(t->log), "%s/%s.log", dir, name);
+	snprintf(sock_arg, sizeof(sock_arg), "--socket-path=%s", t->sock);
+	snprintf(dev_arg, sizeof(dev_arg), "--v4l2-device=%s", device);
+	t->pid = fork();
+	if (t->pid < 0) {
+		snprintf(err, errlen, "fork: %s", strerror(errno));
+		return -1;
+	}
+	if (t->pid == 0) {
+		int fd = open(t->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		if (extra)
+			execl(daemon, daemon, sock_arg, dev_arg, extra, (char *)NULL);
+		else
+			execl(daemon, daemon, sock_arg, dev_arg, (char *)NULL);
+		_exit(127);
+	}
+	if (t_wait_exit(t->pid, &st, 100) == 0) {
+		char s[100];
+
+		t_describe_status(st, s, sizeof(s));
+		snprintf(err, errlen, "daemon exited at start-up (%s)", s);
+		t->pid = -1;
+		return -1;
+	}
+	return 0;
+}
+
+bool tdaemon_alive(struct tdaemon *t, char *how, size_t len)
+{
+	int st;
+
+	if (t->pid < 0) {
+		snprintf(how, len, "not running");
+		return false;
+	}
+	if (waitpid(t->pid, &st, WNOHANG) == t->pid) {
+		t_describe_status(st, how, len);
+		t->pid = -1;
+		return false;
+	}
+	return true;
+}
+
+int tdaemon_stop(struct tdaemon *t, int sig, int timeout_ms, int *st)
+{
+	int r, dummy;
+
+	if (t->pid < 0)
+		return 0;
+	kill(t->pid, sig);
+	r = t_wait_exit(t->pid, st ? st : &dummy, timeout_ms);
+	if (r) {
+		kill(t->pid, SIGKILL);
+		t_wait_exit(t->pid, &dummy, 5000);
+	}
+	t->pid = -1;
+	return r;
+}
+
+void tdaemon_log_tail(const struct tdaemon *t, FILE *f)
+{
+	char buf[3072];
+	FILE *l = fopen(t->log, "r");
+	size_t n;
+	long size;
+
+	if (!l)
+		return;
+	fseek(l, 0, SEEK_END);
+	size = ftell(l);
+	fseek(l, size > (long)sizeof(buf) - 1 ? size - (long)sizeof(buf) + 1 : 0, SEEK_SET);
+	n = fread(buf, 1, sizeof(buf) - 1, l);
+	fclose(l);
+	buf[n] = 0;
+	fprintf(f, "  daemon log (%s):\n", t->log);
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+		fprintf(f, "  | %s\n", line);
+}
