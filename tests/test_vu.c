@@ -1,0 +1,1455 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_vu: vu.c against a hand-played frontend over a socketpair, with guest
+ * memory in memfd regions at non-adjacent guest-physical bases and rings
+ * built by hand. Most cases call vu_handle_msg() in this thread; the
+ * run_* cases run vu_run() in a thread and talk over a real socket.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <linux/virtio_config.h>
+#include <linux/virtio_ring.h>
+
+#include "tharness.h"
+#include "vu.h"
+
+#define MB (1ull << 20)
+#define MEM_SIZE (4 * MB)
+/* Guest memory: A and B are the SET_MEM_TABLE regions (not adjacent), C is
+ * added with ADD_MEM_REG right after B (in gpa and in the file). */
+#define GPA_A 0x10000000ull
+#define GPA_B 0x80000000ull
+#define GPA_C (GPA_B + MB)
+#define UVA_A 0x7f1000000000ull
+#define UVA_B 0x7f2000000000ull
+#define UVA_C 0x7f3000000000ull
+#define OFF_A 0
+#define OFF_B MB
+#define OFF_C (2 * MB)
+
+#define V VHOST_USER_VERSION
+#define NR VHOST_USER_NEED_REPLY_MASK
+#define F(b) (1ull << (b))
+#define F_RING (F(VIRTIO_F_VERSION_1) | F(VIRTIO_RING_F_INDIRECT_DESC) | \
+		F(VIRTIO_RING_F_EVENT_IDX) | F(VHOST_USER_F_PROTOCOL_FEATURES))
+#define F_DEV F(0)
+#define CFG_SIZE 44
+#define QSIZE 16
+
+/* ---- the fake device ----------------------------------------------------- */
+
+static uint8_t cfg[CFG_SIZE];
+static int n_resets, n_kicks;		/* __atomic */
+static bool echo_on_kick;
+
+static int f_get_config(struct vu_dev *d, uint32_t off, void *buf, uint32_t len)
+{
+	(void)d;
+	if (off > CFG_SIZE || len > CFG_SIZE - off)
+		return -EINVAL;
+	memcpy(buf, cfg + off, len);
+	return 0;
+}
+
+static int f_set_config(struct vu_dev *d, uint32_t off, const void *buf, uint32_t len)
+{
+	(void)d;
+	if (off > CFG_SIZE || len > CFG_SIZE - off)
+		return -EINVAL;
+	memcpy(cfg + off, buf, len);
+	return 0;
+}
+
+/* Runs on vu_run's thread without the lock, like the real device. */
+static void f_kick(struct vu_dev *d, unsigned q)
+{
+	struct vu_chain c;
+	int r;
+
+	__atomic_add_fetch(&n_kicks, 1, __ATOMIC_SEQ_CST);
+	if (!echo_on_kick)
+		return;
+	vu_lock(d);
+	while ((r = vu_queue_pop(d, q, &c)) != -EAGAIN && r != -EIO)
+		if (r == 0)
+			vu_chain_respond(d, &c, "pong", 4);
+	vu_queue_notify(d, q);
+	vu_unlock(d);
+}
+
+static void f_reset(struct vu_dev *d)
+{
+	(void)d;
+	__atomic_add_fetch(&n_resets, 1, __ATOMIC_SEQ_CST);
+}
+
+static const struct vu_ops ops = {
+	.features = F_DEV, .nqueues = 2,
+	.get_config = f_get_config, .set_config = f_set_config,
+	.queue_kick = f_kick, .reset = f_reset,
+};
+
+/* ---- the frontend side ------------------------------------------------- */
+
+struct ring {
+	unsigned num;
+	uint64_t base;			/* gpa of the ring area */
+	struct vring_desc *desc;
+	struct vring_avail *avail;
+	struct vring_used *used;
+	uint16_t aidx;
+	int kick, call;
+};
+
+static struct {
+	struct vu_dev *dev;
+	int sock;			/* our end */
+	int memfd;
+	uint8_t *mem;			/* the whole memfd */
+	bool threaded;			/* vu_run answers, not us */
+	struct ring r[2];
+} T = { .sock = -1, .memfd = -1, .r = { { .kick = -1, .call = -1 }, { .kick = -1, .call = -1 } } };
+
+static uint8_t *gp(uint64_t gpa)
+{
+	if (gpa >= GPA_A && gpa < GPA_A + MB)
+		return T.mem + OFF_A + (gpa - GPA_A);
+	return T.mem + OFF_B + (gpa - GPA_B);	/* B and C follow each other */
+}
+
+static uint64_t uva(uint64_t gpa)
+{
+	return gpa < GPA_B ? UVA_A + (gpa - GPA_A) : UVA_B + (gpa - GPA_B);
+}
+
+static bool t_open(void)
+{
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return false;
+	T.dev = vu_dev_new(&ops, NULL);
+	T.sock = sv[1];
+	T.memfd = memfd_create("guest", MFD_CLOEXEC);
+	if (!T.dev || T.memfd < 0 || ftruncate(T.memfd, MEM_SIZE))
+		return false;
+	T.mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, T.memfd, 0);
+	return T.mem != MAP_FAILED && vu_attach(T.dev, sv[0]) == 0;
+}
+
+static void t_close(void)
+{
+	if (T.dev)
+		vu_dev_free(T.dev);
+	if (T.sock >= 0)
+		close(T.sock);
+	if (T.mem && T.mem != MAP_FAILED)
+		munmap(T.mem, MEM_SIZE);
+	if (T.memfd >= 0)
+		close(T.memfd);
+	for (int i = 0; i < 2; i++) {
+		if (T.r[i].kick >= 0)
+			close(T.r[i].kick);
+		if (T.r[i].call >= 0)
+			close(T.r[i].call);
+	}
+	memset(&T, 0, sizeof(T));
+	T.sock = T.memfd = -1;
+	for (int i = 0; i < 2; i++)
+		T.r[i].kick = T.r[i].call = -1;
+	echo_on_kick = false;
+}
+
+static int fe_raw(const void *buf, size_t len, const int *fds, unsigned nfds)
+{
+	union {
+		char b[CMSG_SPACE(16 * sizeof(int))];
+		struct cmsghdr align;
+	} cb;
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	memset(&cb, 0, sizeof(cb));
+	if (nfds) {
+		struct cmsghdr *cm;
+
+		mh.msg_control = cb.b;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	return sendmsg(T.sock, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -errno;
+}
+
+/* Send one request; without vu_run, handle it and return vu_handle_msg's
+ * result. */
+static int fe(uint32_t req, uint32_t flags, const void *pl, uint32_t size, const int *fds,
+	      unsigned nfds)
+{
+	uint8_t buf[12 + 1024];
+	struct vhost_user_hdr h = { req, flags, size };
+
+	memcpy(buf, &h, 12);
+	if (size)
+		memcpy(buf + 12, pl, size);
+	if (fe_raw(buf, 12 + size, fds, nfds))
+		return -EIO;
+	return T.threaded ? 0 : vu_handle_msg(T.dev);
+}
+
+/* Read a reply to req; false if there is none (or it is malformed). */
+static bool rep(uint32_t req, void *pl, uint32_t *size)
+{
+	struct vhost_user_hdr h;
+	int fl = T.threaded ? MSG_WAITALL : MSG_DONTWAIT;
+	uint32_t max = *size;
+
+	if (recv(T.sock, &h, 12, fl) != 12 || h.request != req ||
+	    h.flags != (V | VHOST_USER_REPLY_MASK) || h.size > max)
+		return false;
+	*size = h.size;
+	return !h.size || recv(T.sock, pl, h.size, MSG_WAITALL) == (ssize_t)h.size;
+}
+
+static bool no_reply(void)
+{
+	char b;
+
+	return recv(T.sock, &b, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN;
+}
+
+static uint64_t get_u64(uint32_t req)
+{
+	uint64_t v;
+	uint32_t sz = 8;
+
+	if (fe(req, V, NULL, 0, NULL, 0) || !rep(req, &v, &sz) || sz != 8)
+		return UINT64_MAX;
+	return v;
+}
+
+/* A request with NEED_REPLY: the status (0 ok), or a negative handle error,
+ * or -1000 when no status came back. */
+static int64_t acked(uint32_t req, const void *pl, uint32_t size, const int *fds, unsigned n)
+{
+	uint64_t st;
+	uint32_t sz = 8;
+	int r = fe(req, V | NR, pl, size, fds, n);
+
+	if (r)
+		return r;
+	return rep(req, &st, &sz) && sz == 8 ? (int64_t)st : -1000;
+}
+
+static int64_t set_u64(uint32_t req, uint64_t v)
+{
+	return acked(req, &v, 8, NULL, 0);
+}
+
+static int64_t set_state(uint32_t req, uint32_t idx, uint32_t num)
+{
+	struct vhost_vring_state_msg s = { idx, num };
+
+	return acked(req, &s, 8, NULL, 0);
+}
+
+static int64_t set_vring_fd(uint32_t req, uint32_t idx, int fd)
+{
+	uint64_t v = fd < 0 ? idx | VHOST_USER_VRING_NOFD_MASK : idx;
+
+	return acked(req, &v, 8, &fd, fd < 0 ? 0 : 1);
+}
+
+static struct vhost_user_mem_region region(uint64_t gpa, uint64_t size, uint64_t u, uint64_t off)
+{
+	return (struct vhost_user_mem_region){ gpa, size, u, off };
+}
+
+static int64_t mem_table(const struct vhost_user_mem_region *rg, unsigned n)
+{
+	struct vhost_user_mem_table t = { .nregions = n };
+	int fds[8];
+
+	for (unsigned i = 0; i < n; i++) {
+		t.regions[i] = rg[i];
+		fds[i] = T.memfd;
+	}
+	return acked(VHOST_USER_SET_MEM_TABLE, &t, 8 + 32 * n, fds, n);
+}
+
+static int64_t mem_table_ab(void)
+{
+	struct vhost_user_mem_region rg[2] = { region(GPA_A, MB, UVA_A, OFF_A),
+					       region(GPA_B, MB, UVA_B, OFF_B) };
+	return mem_table(rg, 2);
+}
+
+static int64_t mem_reg(uint32_t req, struct vhost_user_mem_region rg, int fd)
+{
+	struct vhost_user_mem_reg_msg m = { 0, rg };
+
+	return acked(req, &m, sizeof(m), &fd, fd < 0 ? 0 : 1);
+}
+
+static int64_t vring_addr(unsigned q, uint64_t desc, uint64_t avail, uint64_t used)
+{
+	struct vhost_vring_addr_msg a = { q, 0, desc, used, avail, 0 };
+
+	return acked(VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), NULL, 0);
+}
+
+/* Queue q's ring at base (+0 desc, +0x1000 avail, +0x2000 used), started and
+ * enabled the way QEMU does it. */
+static bool ring_setup_ex(unsigned q, uint64_t base, unsigned num, bool enable)
+{
+	struct ring *r = &T.r[q];
+
+	memset(gp(base), 0, 0x3000);
+	*r = (struct ring){ num, base, (void *)gp(base), (void *)gp(base + 0x1000),
+			    (void *)gp(base + 0x2000), 0,
+			    eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK),
+			    eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) };
+	return set_state(VHOST_USER_SET_VRING_NUM, q, num) == 0 &&
+	       set_state(VHOST_USER_SET_VRING_BASE, q, 0) == 0 &&
+	       vring_addr(q, uva(base), uva(base + 0x1000), uva(base + 0x2000)) == 0 &&
+	       set_vring_fd(VHOST_USER_SET_VRING_KICK, q, r->kick) == 0 &&
+	       set_vring_fd(VHOST_USER_SET_VRING_CALL, q, r->call) == 0 &&
+	       (!enable || set_state(VHOST_USER_SET_VRING_ENABLE, q, 1) == 0);
+}
+
+static bool ring_setup(unsigned q, uint64_t base, unsigned num)
+{
+	return ring_setup_ex(q, base, num, true);
+}
+
+/* Handshake, both regions, queue 0 in A and queue 1 in B. */
+static bool setup(uint64_t features)
+{
+	return t_open() &&
+	       set_u64(VHOST_USER_SET_PROTOCOL_FEATURES, get_u64(VHOST_USER_GET_PROTOCOL_FEATURES)) == 0 &&
+	       acked(VHOST_USER_SET_OWNER, NULL, 0, NULL, 0) == 0 &&
+	       set_u64(VHOST_USER_SET_FEATURES, features) == 0 && mem_table_ab() == 0 &&
+	       ring_setup(0, GPA_A + 0x1000, QSIZE) && ring_setup(1, GPA_B + 0x1000, QSIZE);
+}
+
+static void desc(struct vring_desc *t, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
+		 uint16_t next)
+{
+	t[i] = (struct vring_desc){ addr, len, flags, next };
+}
+
+static void post(struct ring *r, uint16_t head)
+{
+	r->avail->ring[r->aidx % r->num] = head;
+	r->aidx++;
+	__atomic_store_n(&r->avail->idx, r->aidx, __ATOMIC_RELEASE);
+}
+
+static int pop(unsigned q, struct vu_chain *c)
+{
+	int r;
+
+	vu_lock(T.dev);
+	r = vu_queue_pop(T.dev, q, c);
+	vu_unlock(T.dev);
+	return r;
+}
+
+static int respond(struct vu_chain *c, const void *buf, size_t len)
+{
+	int r;
+
+	vu_lock(T.dev);
+	r = vu_chain_respond(T.dev, c, buf, len);
+	vu_unlock(T.dev);
+	return r;
+}
+
+static void notify(unsigned q)
+{
+	vu_lock(T.dev);
+	vu_queue_notify(T.dev, q);
+	vu_unlock(T.dev);
+}
+
+static uint16_t used_idx(unsigned q)
+{
+	return __atomic_load_n(&T.r[q].used->idx, __ATOMIC_ACQUIRE);
+}
+
+static uint16_t avail_event(struct ring *r)
+{
+	uint16_t v;
+
+	memcpy(&v, &r->used->ring[r->num], 2);
+	return v;
+}
+
+static uint64_t calls(unsigned q)
+{
+	uint64_t v = 0;
+
+	return read(T.r[q].call, &v, 8) == 8 ? v : 0;
+}
+
+/* A pipe whose write end we hand over: EOF on the read end proves that vu
+ * closed its copy. */
+static int pipe_rd, pipe_wr;
+
+static bool pipe_make(void)
+{
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK))
+		return false;
+	pipe_rd = p[0];
+	pipe_wr = p[1];
+	return true;
+}
+
+static bool pipe_closed_by_vu(void)
+{
+	char c;
+	bool eof;
+
+	close(pipe_wr);
+	eof = read(pipe_rd, &c, 1) == 0;
+	close(pipe_rd);
+	return eof;
+}
+
+static bool still_works(void)
+{
+	return get_u64(VHOST_USER_GET_QUEUE_NUM) == 2;
+}
+
+/* ---- handshake and messages -------------------------------------------- */
+
+static bool case_log_format(void)
+{
+	int p[2], saved = dup(2);
+	char buf[256] = "";
+	ssize_t n;
+
+	CHECK(pipe2(p, O_NONBLOCK) == 0 && saved >= 0, "pipe");
+	dup2(p[1], 2);
+	vu_log(VU_WARN, "x %d", 1);
+	vu_log(VU_DEBUG, "hidden");
+	vu_log(VU_INFO, "plain");
+	dup2(saved, 2);
+	close(saved);
+	n = read(p[0], buf, sizeof(buf) - 1);
+	close(p[0]);
+	close(p[1]);
+	CHECK(n > 0 && !strcmp(buf, "vhost-user-video: warning: x 1\nvhost-user-video: plain\n"),
+	      "got '%s'", buf);
+	return true;
+}
+
+static bool case_listen(void)
+{
+	char dir[] = "/tmp/test_vu.XXXXXX", path[64];
+	int fd, fd2, f;
+
+	CHECK(mkdtemp(dir), "mkdtemp");
+	snprintf(path, sizeof(path), "%s/sock", dir);
+	f = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	close(f);
+	CHECK(vu_listen(path) == -ENOTSOCK, "a regular file must be refused");
+	unlink(path);
+	fd = vu_listen(path);
+	CHECK(fd >= 0, "listen: %s", strerror(-fd));
+	CHECK(vu_listen(path) == -EADDRINUSE, "a live socket must not be taken over");
+	close(fd);
+	fd2 = vu_listen(path);		/* stale now */
+	CHECK(fd2 >= 0, "stale socket not replaced: %s", strerror(-fd2));
+	CHECK((fcntl(fd2, F_GETFD) & FD_CLOEXEC), "not CLOEXEC");
+	close(fd2);
+	unlink(path);
+	rmdir(dir);
+	return true;
+}
+
+static bool case_features(void)
+{
+	uint64_t f;
+
+	CHECK(t_open(), "setup");
+	f = get_u64(VHOST_USER_GET_FEATURES);
+	CHECK(f == (F_RING | F_DEV), "features 0x%llx", (unsigned long long)f);
+	CHECK(set_u64(VHOST_USER_SET_FEATURES, F_RING | F(26)) > 0, "unoffered bit accepted");
+	CHECK(set_u64(VHOST_USER_SET_FEATURES, F_RING) == 0, "offered bits refused");
+	return true;
+}
+
+static bool case_protocol_features(void)
+{
+	uint64_t want = F(VHOST_USER_PROTOCOL_F_MQ) | F(VHOST_USER_PROTOCOL_F_REPLY_ACK) |
+			F(VHOST_USER_PROTOCOL_F_CONFIG) | F(VHOST_USER_PROTOCOL_F_RESET_DEVICE) |
+			F(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS), f;
+
+	CHECK(t_open(), "setup");
+	f = get_u64(VHOST_USER_GET_PROTOCOL_FEATURES);
+	CHECK(f == want, "protocol features 0x%llx", (unsigned long long)f);
+	CHECK(set_u64(VHOST_USER_SET_PROTOCOL_FEATURES, want | F(1)) > 0, "unoffered accepted");
+	CHECK(set_u64(VHOST_USER_SET_PROTOCOL_FEATURES, want) == 0, "refused");
+	CHECK(get_u64(VHOST_USER_GET_MAX_MEM_SLOTS) == VU_MAX_MEM_SLOTS, "mem slots");
+	return true;
+}
+
+/* docs/interop/vhost-user.rst as QEMU drives a generic vhost-user device. */
+static bool case_qemu_handshake(void)
+{
+	struct vhost_user_config_msg c = { 0, CFG_SIZE, 0, { 0 } }, rc;
+	struct vhost_vring_state_msg st;
+	uint32_t sz;
+	int call[2], err[2];
+
+	CHECK(t_open(), "setup");
+	for (int i = 0; i < CFG_SIZE; i++)
+		cfg[i] = i * 3;
+	/* realize */
+	CHECK(get_u64(VHOST_USER_GET_FEATURES) & F(VHOST_USER_F_PROTOCOL_FEATURES), "no PF");
+	CHECK(set_u64(VHOST_USER_SET_PROTOCOL_FEATURES,
+		      get_u64(VHOST_USER_GET_PROTOCOL_FEATURES)) == 0, "SET_PROTOCOL_FEATURES");
+	CHECK(get_u64(VHOST_USER_GET_QUEUE_NUM) == 2, "queue num");
+	CHECK(get_u64(VHOST_USER_GET_MAX_MEM_SLOTS) == 32, "slots");
+	CHECK(fe(VHOST_USER_SET_OWNER, V, NULL, 0, NULL, 0) == 0 && no_reply(), "SET_OWNER");
+	CHECK(get_u64(VHOST_USER_GET_FEATURES) != UINT64_MAX, "GET_FEATURES again");
+	for (unsigned q = 0; q < 2; q++) {
+		call[q] = eventfd(0, EFD_CLOEXEC);
+		err[q] = eventfd(0, EFD_CLOEXEC);
+		CHECK(set_vring_fd(VHOST_USER_SET_VRING_CALL, q, call[q]) == 0, "CALL");
+		CHECK(set_vring_fd(VHOST_USER_SET_VRING_ERR, q, err[q]) == 0, "ERR");
+		close(call[q]);
+		close(err[q]);
+	}
+	/* guest reads config */
+	CHECK(fe(VHOST_USER_GET_CONFIG, V, &c, 12 + CFG_SIZE, NULL, 0) == 0, "GET_CONFIG");
+	sz = sizeof(rc);
+	CHECK(rep(VHOST_USER_GET_CONFIG, &rc, &sz) && sz == 12 + CFG_SIZE && rc.size == CFG_SIZE &&
+	      !memcmp(rc.payload, cfg, CFG_SIZE), "config bytes");
+	/* DRIVER_OK */
+	CHECK(set_u64(VHOST_USER_SET_FEATURES, F_RING | F_DEV) == 0, "SET_FEATURES");
+	CHECK(mem_table_ab() == 0, "SET_MEM_TABLE");
+	CHECK(ring_setup(0, GPA_A + 0x1000, QSIZE) && ring_setup(1, GPA_B + 0x1000, 256), "rings");
+	vu_lock(T.dev);
+	CHECK(vu_queue_ready(T.dev, 0) && vu_queue_ready(T.dev, 1), "rings not ready");
+	CHECK(vu_queue_kick_fd(T.dev, 0) >= 0 && vu_has_feature(T.dev, VIRTIO_RING_F_EVENT_IDX),
+	      "kick fd / features");
+	vu_unlock(T.dev);
+	/* stop */
+	for (unsigned q = 0; q < 2; q++) {
+		CHECK(set_state(VHOST_USER_SET_VRING_ENABLE, q, 0) == 0, "disable");
+		CHECK(fe(VHOST_USER_GET_VRING_BASE, V, &(struct vhost_vring_state_msg){ q, 0 }, 8,
+			 NULL, 0) == 0, "GET_VRING_BASE");
+		sz = 8;
+		CHECK(rep(VHOST_USER_GET_VRING_BASE, &st, &sz) && st.index == q && st.num == 0,
+		      "vring base reply");
+		CHECK(!vu_queue_ready(T.dev, q) && vu_queue_kick_fd(T.dev, q) < 0, "still running");
+	}
+	return true;
+}
+
+static bool case_enable_semantics(void)
+{
+	/* Without PROTOCOL_FEATURES a ring runs on its kick alone. */
+	CHECK(t_open() && set_u64(VHOST_USER_SET_FEATURES, F(VIRTIO_F_VERSION_1)) == 0 &&
+	      mem_table_ab() == 0 && ring_setup_ex(0, GPA_A + 0x1000, QSIZE, false), "setup");
+	CHECK(vu_queue_ready(T.dev, 0), "not enabled on kick");
+	t_close();
+	/* With it, a kicked ring waits for SET_VRING_ENABLE 1. */
+	CHECK(t_open() && set_u64(VHOST_USER_SET_FEATURES, F_RING) == 0 &&
+	      mem_table_ab() == 0 && ring_setup_ex(0, GPA_A + 0x1000, QSIZE, false), "setup");
+	CHECK(!vu_queue_ready(T.dev, 0), "ring runs before SET_VRING_ENABLE");
+	CHECK(set_state(VHOST_USER_SET_VRING_ENABLE, 0, 1) == 0 && vu_queue_ready(T.dev, 0),
+	      "enable");
+	CHECK(set_state(VHOST_USER_SET_VRING_ENABLE, 0, 0) == 0 && !vu_queue_ready(T.dev, 0),
+	      "disabled ring runs");
+	CHECK(set_state(VHOST_USER_SET_VRING_ENABLE, 0, 2) > 0, "enable 2 accepted");
+	return true;
+}
+
+static bool case_get_config(void)
+{
+	struct vhost_user_config_msg c = { 40, 8, 0, { 0 } }, rc;
+	uint32_t sz = sizeof(rc);
+	uint8_t w[2] = { 0xaa, 0xbb };
+
+	CHECK(t_open(), "setup");
+	CHECK(fe(VHOST_USER_GET_CONFIG, V, &c, 12 + 8, NULL, 0) == 0, "handle");
+	CHECK(rep(VHOST_USER_GET_CONFIG, &rc, &sz) && sz == 12 && rc.size == 0 && rc.offset == 40,
+	      "device error must be a reply of size 0");
+	c = (struct vhost_user_config_msg){ 250, 8, 0, { 0 } };
+	sz = sizeof(rc);
+	CHECK(fe(VHOST_USER_GET_CONFIG, V, &c, 12 + 8, NULL, 0) == 0, "handle");
+	CHECK(rep(VHOST_USER_GET_CONFIG, &rc, &sz) && sz == 12 && rc.size == 0, "out of bounds");
+	c = (struct vhost_user_config_msg){ 4, 2, 0, { 0xaa, 0xbb } };
+	CHECK(acked(VHOST_USER_SET_CONFIG, &c, 14, NULL, 0) == 0, "SET_CONFIG");
+	CHECK(!memcmp(cfg + 4, w, 2), "SET_CONFIG not applied");
+	c = (struct vhost_user_config_msg){ 4, 10, 0, { 0 } };
+	CHECK(fe(VHOST_USER_GET_CONFIG, V, &c, 12 + 8, NULL, 0) == -EPROTO, "size mismatch");
+	return true;
+}
+
+static bool case_reply_ack(void)
+{
+	uint64_t st;
+	uint32_t sz = 8;
+
+	CHECK(t_open(), "setup");
+	CHECK(acked(VHOST_USER_SET_OWNER, NULL, 0, NULL, 0) == 0, "ack 0");
+	CHECK(set_state(VHOST_USER_SET_VRING_NUM, 0, 3) > 0, "failure must be non-zero");
+	CHECK(fe(VHOST_USER_SET_VRING_NUM, V, &(struct vhost_vring_state_msg){ 0, 3 }, 8, NULL, 0)
+	      == 0 && no_reply(), "reply without NEED_REPLY");
+	/* A request with its own reply gets exactly that one. */
+	CHECK(fe(VHOST_USER_GET_QUEUE_NUM, V | NR, NULL, 0, NULL, 0) == 0, "handle");
+	CHECK(rep(VHOST_USER_GET_QUEUE_NUM, &st, &sz) && st == 2 && no_reply(), "double reply");
+	return true;
+}
+
+static bool case_mem_table(void)
+{
+	uint64_t len = 100;
+	uint8_t buf[16];
+	uint8_t *p;
+
+	CHECK(t_open() && mem_table_ab() == 0, "setup");
+	memcpy(gp(GPA_A + 0x100), "region A", 8);
+	memcpy(gp(GPA_B + 0x100), "region B", 8);
+	vu_lock(T.dev);
+	p = vu_gpa_to_va(T.dev, GPA_A + 0x100, &len);
+	CHECK(p && len == 100 && !memcmp(p, "region A", 8), "A");
+	CHECK(vu_gpa_read(T.dev, GPA_B + 0x100, buf, 8) == 0 && !memcmp(buf, "region B", 8), "B");
+	len = 100;
+	CHECK(vu_gpa_to_va(T.dev, GPA_A + MB - 8, &len) && len == 8, "no clamp at region end");
+	len = 1;
+	CHECK(!vu_gpa_to_va(T.dev, GPA_A + MB, &len) && !vu_gpa_to_va(T.dev, 0, &len) &&
+	      !vu_gpa_to_va(T.dev, GPA_A - 1, &len), "hole mapped");
+	CHECK(vu_gpa_read(T.dev, GPA_A + MB - 8, buf, 16) == -EFAULT, "read into the hole");
+	CHECK(vu_gpa_write(T.dev, GPA_B + MB - 4, buf, 8) == -EFAULT, "write past B");
+	CHECK(vu_gpa_read(T.dev, UINT64_MAX - 3, buf, 8) == -EFAULT, "wrap");
+	vu_unlock(T.dev);
+	/* Replacing the table: the old mapping goes, the new one works. */
+	{
+		struct vhost_user_mem_region rg = region(GPA_B, MB, UVA_B, OFF_A);
+
+		CHECK(mem_table(&rg, 1) == 0, "replace");
+	}
+	vu_lock(T.dev);
+	CHECK(vu_gpa_read(T.dev, GPA_B + 0x100, buf, 8) == 0 && !memcmp(buf, "region A", 8),
+	      "new table");
+	CHECK(vu_gpa_read(T.dev, GPA_A + 0x100, buf, 8) == -EFAULT, "old table still there");
+	vu_unlock(T.dev);
+	return true;
+}
+
+static bool case_add_rem_mem_reg(void)
+{
+	uint8_t buf[16];
+
+	CHECK(t_open() && mem_table_ab() == 0, "setup");
+	memcpy(gp(GPA_C - 8), "BBBBBBBBCCCCCCCC", 16);
+	CHECK(mem_reg(VHOST_USER_ADD_MEM_REG, region(GPA_C, MB, UVA_C, OFF_C), T.memfd) == 0,
+	      "ADD_MEM_REG");
+	vu_lock(T.dev);
+	CHECK(vu_gpa_read(T.dev, GPA_C - 8, buf, 16) == 0 && !memcmp(buf, "BBBBBBBBCCCCCCCC", 16),
+	      "read across B and C");
+	vu_unlock(T.dev);
+	CHECK(mem_reg(VHOST_USER_ADD_MEM_REG, region(GPA_C + 0x1000, MB, UVA_C, OFF_A), T.memfd)
+	      > 0, "overlap accepted");
+	CHECK(pipe_make(), "pipe");
+	CHECK(mem_reg(VHOST_USER_REM_MEM_REG, region(GPA_C, MB, UVA_C, OFF_C), pipe_wr) == 0,
+	      "REM_MEM_REG");
+	CHECK(pipe_closed_by_vu(), "REM_MEM_REG fd kept");
+	vu_lock(T.dev);
+	CHECK(vu_gpa_read(T.dev, GPA_C - 8, buf, 16) == -EFAULT, "C still mapped");
+	vu_unlock(T.dev);
+	CHECK(mem_reg(VHOST_USER_REM_MEM_REG, region(GPA_C, MB, UVA_C, OFF_C), -1) > 0,
+	      "removing an unknown region");
+	CHECK(mem_reg(VHOST_USER_ADD_MEM_REG, region(GPA_C, MB, UVA_C, OFF_C), -1) == -EPROTO,
+	      "ADD_MEM_REG without fd");
+	return true;
+}
+
+/* ---- malicious messages -------------------------------------------------- */
+
+static bool case_msg_hangup(void)
+{
+	CHECK(t_open(), "setup");
+	shutdown(T.sock, SHUT_WR);
+	CHECK(vu_handle_msg(T.dev) == -EPIPE, "hang-up");
+	return true;
+}
+
+static bool case_msg_short_header(void)
+{
+	CHECK(t_open(), "setup");
+	CHECK(fe_raw("\x01\0\0\0\x01\0", 6, NULL, 0) == 0, "send");
+	shutdown(T.sock, SHUT_WR);
+	CHECK(vu_handle_msg(T.dev) == -EPROTO && vu_broken(T.dev), "short header");
+	vu_disconnect(T.dev);
+	CHECK(!vu_broken(T.dev), "still broken after the disconnect");
+	return true;
+}
+
+static bool case_msg_hangup_mid_payload(void)
+{
+	struct vhost_user_hdr h = { VHOST_USER_SET_FEATURES, V, 8 };
+	uint8_t b[16] = { 0 };
+
+	CHECK(t_open(), "setup");
+	memcpy(b, &h, 12);
+	CHECK(fe_raw(b, 16, NULL, 0) == 0, "send");
+	shutdown(T.sock, SHUT_WR);
+	CHECK(vu_handle_msg(T.dev) == -EPROTO, "half a payload");
+	return true;
+}
+
+static bool case_msg_split_delivery(void)
+{
+	struct vhost_user_hdr h = { VHOST_USER_GET_QUEUE_NUM, V, 0 };
+	uint64_t v;
+	uint32_t sz = 8;
+
+	/* A stream has no boundaries: a header in two pieces is fine. */
+	CHECK(t_open(), "setup");
+	CHECK(fe_raw(&h, 5, NULL, 0) == 0 && fe_raw((uint8_t *)&h + 5, 7, NULL, 0) == 0, "send");
+	CHECK(vu_handle_msg(T.dev) == 0 && rep(VHOST_USER_GET_QUEUE_NUM, &v, &sz) && v == 2,
+	      "split header");
+	return true;
+}
+
+static bool case_msg_bad_size(void)
+{
+	uint64_t v = 0;
+	struct vhost_user_hdr h = { VHOST_USER_SET_FEATURES, V, 100000 };
+
+	CHECK(t_open(), "setup");
+	CHECK(fe(VHOST_USER_GET_FEATURES, V, &v, 8, NULL, 0) == -EPROTO, "GET_FEATURES size 8");
+	t_close();
+	CHECK(t_open(), "setup");
+	CHECK(fe(VHOST_USER_SET_FEATURES, V, &v, 4, NULL, 0) == -EPROTO, "SET_FEATURES size 4");
+	t_close();
+	CHECK(t_open(), "setup");
+	CHECK(fe(VHOST_USER_SET_VRING_ADDR, V, &v, 8, NULL, 0) == -EPROTO, "ADDR size 8");
+	t_close();
+	CHECK(t_open(), "setup");
+	CHECK(fe_raw(&h, 12, NULL, 0) == 0 && vu_handle_msg(T.dev) == -EPROTO, "size 100000");
+	return true;
+}
+
+static bool case_msg_bad_version(void)
+{
+	CHECK(t_open(), "setup");
+	CHECK(fe(VHOST_USER_GET_FEATURES, 0, NULL, 0, NULL, 0) == -EPROTO, "version 0");
+	t_close();
+	CHECK(t_open(), "setup");
+	CHECK(fe(VHOST_USER_GET_FEATURES, 2 | NR, NULL, 0, NULL, 0) == -EPROTO, "version 2");
+	return true;
+}
+
+static bool case_fds_surplus_closed(void)
+{
+	CHECK(t_open() && pipe_make(), "setup");
+	CHECK(fe(VHOST_USER_SET_OWNER, V, NULL, 0, &pipe_wr, 1) == 0, "SET_OWNER with an fd");
+	CHECK(pipe_closed_by_vu(), "surplus fd kept");
+	CHECK(still_works(), "dead after");
+	return true;
+}
+
+static bool case_fds_wrong_count(void)
+{
+	uint64_t v = 0;
+	int two[2];
+
+	CHECK(t_open() && pipe_make(), "setup");
+	two[0] = two[1] = pipe_wr;
+	CHECK(fe(VHOST_USER_SET_VRING_KICK, V, &v, 8, two, 2) == -EPROTO, "KICK with 2 fds");
+	CHECK(pipe_closed_by_vu(), "fds kept");
+	t_close();
+	CHECK(t_open() && pipe_make(), "setup");
+	v = VHOST_USER_VRING_NOFD_MASK;
+	CHECK(fe(VHOST_USER_SET_VRING_CALL, V, &v, 8, &pipe_wr, 1) == -EPROTO, "NOFD with an fd");
+	CHECK(pipe_closed_by_vu(), "fd kept");
+	t_close();
+	CHECK(t_open(), "setup");
+	v = 0;
+	CHECK(fe(VHOST_USER_SET_VRING_KICK, V, &v, 8, NULL, 0) == -EPROTO, "KICK without fd");
+	t_close();
+	CHECK(t_open() && pipe_make(), "setup");
+	{
+		struct vhost_user_mem_table t = { .nregions = 2 };
+
+		t.regions[0] = region(GPA_A, MB, UVA_A, 0);
+		t.regions[1] = region(GPA_B, MB, UVA_B, MB);
+		CHECK(fe(VHOST_USER_SET_MEM_TABLE, V, &t, 8 + 64, &pipe_wr, 1) == -EPROTO,
+		      "2 regions, 1 fd");
+	}
+	CHECK(pipe_closed_by_vu(), "fd kept");
+	return true;
+}
+
+static bool case_fds_too_many(void)
+{
+	int nine[9];
+
+	CHECK(t_open() && pipe_make(), "setup");
+	for (int i = 0; i < 9; i++)
+		nine[i] = pipe_wr;
+	CHECK(fe(VHOST_USER_SET_OWNER, V, NULL, 0, nine, 9) == -EPROTO, "9 fds");
+	CHECK(pipe_closed_by_vu(), "fds kept");
+	return true;
+}
+
+static bool case_mem_table_count(void)
+{
+	struct vhost_user_mem_table t = { .nregions = 0 };
+	uint8_t big[8 + 9 * 32] = { 9 };
+	int fds[9];
+
+	for (int i = 0; i < 9; i++)
+		fds[i] = 0;
+	CHECK(t_open(), "setup");
+	CHECK(fe(VHOST_USER_SET_MEM_TABLE, V, &t, 8, NULL, 0) == -EPROTO, "0 regions");
+	t_close();
+	CHECK(t_open(), "setup");
+	t.nregions = 9;
+	CHECK(fe(VHOST_USER_SET_MEM_TABLE, V, &t, sizeof(t), fds, 8) == -EPROTO, "9 regions");
+	t_close();
+	CHECK(t_open(), "setup");
+	CHECK(fe(VHOST_USER_SET_MEM_TABLE, V, big, sizeof(big), fds, 8) == -EPROTO, "9 (size)");
+	t_close();
+	CHECK(t_open(), "setup");
+	t.nregions = 1;
+	t.regions[0] = region(GPA_A, MB, UVA_A, 0);
+	CHECK(fe(VHOST_USER_SET_MEM_TABLE, V, &t, sizeof(t), &T.memfd, 1) == -EPROTO,
+	      "1 region in a full-size table");
+	return true;
+}
+
+static bool case_mem_table_bad_regions(void)
+{
+	struct vhost_user_mem_region ov[2] = { region(GPA_A, MB, UVA_A, 0),
+					       region(GPA_A + MB / 2, MB, UVA_B, MB) };
+	struct vhost_user_mem_region wrap = region(UINT64_MAX - MB + 2, MB, UVA_A, 0);
+	struct vhost_user_mem_region uwrap = region(GPA_A, MB, UINT64_MAX - 16, 0);
+	struct vhost_user_mem_region owrap = region(GPA_A, MB, UVA_A, UINT64_MAX - 16);
+	struct vhost_user_mem_region small = region(GPA_A, MB, UVA_A, 3 * MB + MB / 2);
+	struct vhost_user_mem_region empty = region(GPA_A, 0, UVA_A, 0);
+	uint8_t b[8];
+
+	CHECK(t_open(), "setup");
+	CHECK(mem_table(ov, 2) > 0, "overlap accepted");
+	CHECK(mem_table(&wrap, 1) > 0, "gpa wrap accepted");
+	CHECK(mem_table(&uwrap, 1) > 0, "uva wrap accepted");
+	CHECK(mem_table(&owrap, 1) > 0, "offset wrap accepted");
+	CHECK(mem_table(&small, 1) > 0, "region beyond the end of its file accepted");
+	CHECK(mem_table(&empty, 1) > 0, "empty region accepted");
+	CHECK(mem_table_ab() == 0, "good table refused after bad ones");
+	vu_lock(T.dev);
+	CHECK(vu_gpa_read(T.dev, GPA_B, b, 8) == 0, "good table not mapped");
+	vu_unlock(T.dev);
+	return true;
+}
+
+static bool case_ring_bad_num(void)
+{
+	CHECK(t_open(), "setup");
+	CHECK(set_state(VHOST_USER_SET_VRING_NUM, 0, 0) > 0, "0");
+	CHECK(set_state(VHOST_USER_SET_VRING_NUM, 0, 3) > 0, "3");
+	CHECK(set_state(VHOST_USER_SET_VRING_NUM, 0, 65536) > 0, "65536");
+	CHECK(set_state(VHOST_USER_SET_VRING_NUM, 0, 32768) == 0, "32768 refused");
+	CHECK(set_state(VHOST_USER_SET_VRING_BASE, 0, 70000) > 0, "base 70000");
+	return true;
+}
+
+static bool case_ring_bad_addr(void)
+{
+	uint64_t base = GPA_A + 0x1000;
+	int k = eventfd(0, EFD_CLOEXEC);
+
+	CHECK(t_open() && mem_table_ab() == 0, "setup");
+	CHECK(set_state(VHOST_USER_SET_VRING_NUM, 0, QSIZE) == 0, "num");
+	CHECK(vring_addr(0, 0x1000, uva(base + 0x1000), uva(base + 0x2000)) > 0, "desc unmapped");
+	CHECK(vring_addr(0, uva(base) + 8, uva(base + 0x1000), uva(base + 0x2000)) > 0,
+	      "desc misaligned");
+	CHECK(vring_addr(0, uva(base), UVA_A + MB - 8, uva(base + 0x2000)) > 0,
+	      "avail across the region end");
+	CHECK(vring_addr(0, uva(base), uva(base + 0x1000), GPA_A + 0x3000) > 0,
+	      "used given as a guest-physical address");
+	CHECK(set_vring_fd(VHOST_USER_SET_VRING_KICK, 0, k) > 0, "started without a ring");
+	close(k);
+	CHECK(!vu_queue_ready(T.dev, 0), "ready without a ring");
+	/* A ring that no longer fits its region after a resize. */
+	CHECK(vring_addr(0, UVA_A + MB - 0x1000, uva(base + 0x1000), uva(base + 0x2000)) == 0,
+	      "good addr");
+	CHECK(set_state(VHOST_USER_SET_VRING_NUM, 0, 32768) == 0, "num");
+	k = eventfd(0, EFD_CLOEXEC);
+	CHECK(set_vring_fd(VHOST_USER_SET_VRING_KICK, 0, k) > 0, "ring past its region started");
+	close(k);
+	return true;
+}
+
+static bool case_ring_bad_index(void)
+{
+	struct vhost_vring_state_msg st;
+	uint32_t sz = 8;
+
+	CHECK(t_open() && pipe_make(), "setup");
+	CHECK(set_state(VHOST_USER_SET_VRING_NUM, 5, 16) > 0, "NUM index 5");
+	CHECK(set_state(VHOST_USER_SET_VRING_ENABLE, 2, 1) > 0, "ENABLE index 2");
+	CHECK(set_vring_fd(VHOST_USER_SET_VRING_KICK, 9, pipe_wr) > 0, "KICK index 9");
+	CHECK(pipe_closed_by_vu(), "fd of a refused KICK kept");
+	CHECK(vring_addr(200, UVA_A, UVA_A, UVA_A) > 0, "ADDR index 200");
+	CHECK(fe(VHOST_USER_GET_VRING_BASE, V, &(struct vhost_vring_state_msg){ 7, 0 }, 8, NULL,
+		 0) == 0 && rep(VHOST_USER_GET_VRING_BASE, &st, &sz) && st.index == 7,
+	      "GET_VRING_BASE index 7 must still be answered");
+	CHECK(still_works(), "dead after");
+	return true;
+}
+
+static bool case_unknown_request(void)
+{
+	uint64_t st, log[2] = { 0, 0 };
+	uint32_t sz = 8;
+
+	CHECK(t_open(), "setup");
+	CHECK(fe(999, V | NR, NULL, 0, NULL, 0) == 0, "999 dropped the connection");
+	CHECK(rep(999, &st, &sz) && st != 0, "999 needs a failure reply");
+	CHECK(pipe_make(), "pipe");
+	CHECK(acked(VHOST_USER_SET_LOG_BASE, log, 16, &pipe_wr, 1) > 0, "SET_LOG_BASE");
+	CHECK(pipe_closed_by_vu(), "SET_LOG_BASE fd kept");
+	CHECK(pipe_make(), "pipe");
+	CHECK(fe(VHOST_USER_SET_BACKEND_REQ_FD, V, NULL, 0, &pipe_wr, 1) == 0 && no_reply(),
+	      "SET_BACKEND_REQ_FD");
+	CHECK(pipe_closed_by_vu(), "SET_BACKEND_REQ_FD fd kept");
+	CHECK(fe(VHOST_USER_IOTLB_MSG, V, log, 16, NULL, 0) == 0 && no_reply(), "IOTLB");
+	CHECK(acked(VHOST_USER_SET_STATUS, &(uint64_t){ 15 }, 8, NULL, 0) == 0, "SET_STATUS");
+	CHECK(get_u64(VHOST_USER_GET_STATUS) == 15, "GET_STATUS");
+	CHECK(still_works(), "dead after");
+	return true;
+}
+
+/* ---- rings --------------------------------------------------------------- */
+
+#define DATA_A (GPA_A + 0x10000)
+#define DATA_B (GPA_B + 0x10000)
+#define TABLE (GPA_A + 0x8000)
+
+/* head 0: "hello " in A, "world" in B, then 8 writable bytes in A and 8 in B. */
+static void good_chain(struct ring *r, unsigned first)
+{
+	memcpy(gp(DATA_A), "hello ", 6);
+	memcpy(gp(DATA_B), "world", 5);
+	desc(r->desc, first, DATA_A, 6, VRING_DESC_F_NEXT, first + 1);
+	desc(r->desc, first + 1, DATA_B, 5, VRING_DESC_F_NEXT, first + 2);
+	desc(r->desc, first + 2, DATA_A + 0x100, 8, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT,
+	     first + 3);
+	desc(r->desc, first + 3, DATA_B + 0x100, 8, VRING_DESC_F_WRITE, 0);
+	post(r, first);
+}
+
+static bool good_chain_works(unsigned q, unsigned first)
+{
+	struct vu_chain c;
+	uint16_t u = used_idx(q);
+
+	good_chain(&T.r[q], first);
+	CHECK(pop(q, &c) == 0, "good chain after a bad one not popped");
+	CHECK(c.req_len == 11 && !memcmp(c.req, "hello world", 11), "request bytes");
+	CHECK(respond(&c, "0123456789AB", 12) == 0, "respond");
+	CHECK(used_idx(q) == (uint16_t)(u + 1), "used idx");
+	return true;
+}
+
+/* A malformed chain: -EINVAL, returned with length 0, the ring carries on. */
+static bool bad_chain(uint16_t head, const char *what)
+{
+	struct ring *r = &T.r[0];
+	struct vu_chain c;
+	uint16_t u = used_idx(0);
+	struct vring_used_elem e;
+
+	post(r, head);
+	CHECK(pop(0, &c) == -EINVAL, "%s: not refused", what);
+	e = r->used->ring[u % r->num];
+	CHECK(used_idx(0) == (uint16_t)(u + 1) && e.id == head && e.len == 0,
+	      "%s: not returned unused", what);
+	CHECK(!vu_broken(T.dev), "%s: broke the device", what);
+	return good_chain_works(0, 8);
+}
+
+static bool case_ring_good_chain(void)
+{
+	struct vu_chain c;
+	struct ring *r = &T.r[0];
+
+	CHECK(setup(F_RING | F_DEV), "setup");
+	CHECK(pop(0, &c) == -EAGAIN, "empty ring popped");
+	good_chain(r, 0);
+	CHECK(pop(0, &c) == 0, "pop");
+	CHECK(c.queue == 0 && c.head == 0 && c.gen == vu_generation(T.dev), "chain ids");
+	CHECK(c.req_len == 11 && !memcmp(c.req, "hello world", 11), "request bytes");
+	CHECK(c.n_wr == 2 && c.wr_len == 16 && c.wr[0].gpa == DATA_A + 0x100, "writable pieces");
+	CHECK(respond(&c, "0123456789AB", 12) == 0 && !c.req, "respond");
+	CHECK(!memcmp(gp(DATA_A + 0x100), "01234567", 8) && !memcmp(gp(DATA_B + 0x100), "89AB", 4),
+	      "response scattered wrongly");
+	CHECK(used_idx(0) == 1 && r->used->ring[0].id == 0 && r->used->ring[0].len == 12,
+	      "used element");
+	CHECK(avail_event(r) == 1, "avail_event not advanced");
+	/* queue 1 lives in region B */
+	return good_chain_works(1, 0);
+}
+
+static bool case_ring_indirect(void)
+{
+	struct vring_desc *t;
+	struct vu_chain c;
+
+	CHECK(setup(F_RING), "setup");
+	t = (void *)gp(TABLE);
+	memcpy(gp(DATA_A), "indirect", 8);
+	desc(t, 0, DATA_A, 8, VRING_DESC_F_NEXT, 2);
+	desc(t, 2, DATA_B, 4, VRING_DESC_F_WRITE, 0);
+	desc(T.r[0].desc, 3, TABLE, 3 * 16, VRING_DESC_F_INDIRECT, 0);
+	post(&T.r[0], 3);
+	CHECK(pop(0, &c) == 0 && c.head == 3, "pop");
+	CHECK(c.req_len == 8 && !memcmp(c.req, "indirect", 8) && c.n_wr == 1 && c.wr_len == 4,
+	      "contents");
+	CHECK(respond(&c, "ok", 2) == 0 && !memcmp(gp(DATA_B), "ok", 2), "respond");
+	return true;
+}
+
+static bool case_ring_loop(void)
+{
+	CHECK(setup(F_RING), "setup");
+	desc(T.r[0].desc, 0, DATA_A, 4, VRING_DESC_F_NEXT, 1);
+	desc(T.r[0].desc, 1, DATA_A, 4, VRING_DESC_F_NEXT, 0);
+	return bad_chain(0, "loop");
+}
+
+static bool case_ring_indirect_loop(void)
+{
+	struct vring_desc *t;
+
+	CHECK(setup(F_RING), "setup");
+	t = (void *)gp(TABLE);
+	desc(t, 0, DATA_A, 4, VRING_DESC_F_NEXT, 1);
+	desc(t, 1, DATA_A, 4, VRING_DESC_F_NEXT, 0);
+	desc(T.r[0].desc, 0, TABLE, 32, VRING_DESC_F_INDIRECT, 0);
+	return bad_chain(0, "indirect loop");
+}
+
+static bool case_ring_head_out_of_range(void)
+{
+	struct vu_chain c;
+
+	CHECK(setup(F_RING), "setup");
+	post(&T.r[0], QSIZE);
+	CHECK(pop(0, &c) == -EIO && vu_broken(T.dev), "head %u accepted", QSIZE);
+	CHECK(pop(0, &c) == -EIO, "broken device pops");
+	return true;
+}
+
+static bool case_ring_next_out_of_range(void)
+{
+	CHECK(setup(F_RING), "setup");
+	desc(T.r[0].desc, 0, DATA_A, 4, VRING_DESC_F_NEXT, QSIZE);
+	return bad_chain(0, "next");
+}
+
+static bool case_ring_nested_indirect(void)
+{
+	struct vring_desc *t;
+
+	CHECK(setup(F_RING), "setup");
+	t = (void *)gp(TABLE);
+	desc(t, 0, TABLE + 0x100, 16, VRING_DESC_F_INDIRECT, 0);
+	desc(T.r[0].desc, 0, TABLE, 16, VRING_DESC_F_INDIRECT, 0);
+	return bad_chain(0, "nested");
+}
+
+static bool case_ring_indirect_len(void)
+{
+	CHECK(setup(F_RING), "setup");
+	desc(T.r[0].desc, 0, TABLE, 24, VRING_DESC_F_INDIRECT, 0);
+	if (!bad_chain(0, "len 24"))
+		return false;
+	desc(T.r[0].desc, 0, TABLE, 0, VRING_DESC_F_INDIRECT, 0);
+	if (!bad_chain(0, "len 0"))
+		return false;
+	desc(T.r[0].desc, 0, TABLE, 16, VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT, 1);
+	desc(T.r[0].desc, 1, DATA_A, 4, 0, 0);
+	if (!bad_chain(0, "INDIRECT|NEXT"))
+		return false;
+	desc(T.r[0].desc, 0, GPA_A + MB - 16, 32, VRING_DESC_F_INDIRECT, 0);
+	((struct vring_desc *)gp(GPA_A + MB - 16))[0] =
+		(struct vring_desc){ DATA_A, 4, VRING_DESC_F_NEXT, 1 };
+	return bad_chain(0, "table past the region end");
+}
+
+static bool case_ring_indirect_without_feature(void)
+{
+	struct vring_desc *t;
+
+	CHECK(setup(F_RING & ~F(VIRTIO_RING_F_INDIRECT_DESC)), "setup");
+	t = (void *)gp(TABLE);
+	desc(t, 0, DATA_A, 4, 0, 0);
+	desc(T.r[0].desc, 0, TABLE, 16, VRING_DESC_F_INDIRECT, 0);
+	return bad_chain(0, "indirect without the feature");
+}
+
+static bool case_ring_read_after_write(void)
+{
+	CHECK(setup(F_RING), "setup");
+	desc(T.r[0].desc, 0, DATA_A, 4, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 1);
+	desc(T.r[0].desc, 1, DATA_A + 8, 4, 0, 0);
+	return bad_chain(0, "readable after writable");
+}
+
+static bool case_ring_addr_outside(void)
+{
+	CHECK(setup(F_RING), "setup");
+	desc(T.r[0].desc, 0, GPA_A + MB, 4, 0, 0);
+	if (!bad_chain(0, "readable in the hole"))
+		return false;
+	desc(T.r[0].desc, 0, GPA_A + MB - 2, 4, VRING_DESC_F_WRITE, 0);
+	if (!bad_chain(0, "writable across A's end"))
+		return false;
+	desc(T.r[0].desc, 0, 0, 4, 0, 0);
+	return bad_chain(0, "address 0");
+}
+
+static bool case_ring_addr_wrap(void)
+{
+	CHECK(setup(F_RING), "setup");
+	desc(T.r[0].desc, 0, UINT64_MAX - 0xf, 0x20, 0, 0);
+	if (!bad_chain(0, "readable wraps"))
+		return false;
+	desc(T.r[0].desc, 0, UINT64_MAX - 0xf, 0x20, VRING_DESC_F_WRITE, 0);
+	if (!bad_chain(0, "writable wraps"))
+		return false;
+	desc(T.r[0].desc, 0, UINT64_MAX - 0xf, 0x20, VRING_DESC_F_INDIRECT, 0);
+	return bad_chain(0, "table wraps");
+}
+
+static bool case_ring_split_regions(void)
+{
+	struct vu_chain c;
+
+	CHECK(setup(F_RING), "setup");
+	CHECK(mem_reg(VHOST_USER_ADD_MEM_REG, region(GPA_C, MB, UVA_C, OFF_C), T.memfd) == 0,
+	      "ADD_MEM_REG");
+	memcpy(gp(GPA_C - 6), "split!", 6);
+	memcpy(gp(GPA_C), "across", 6);
+	desc(T.r[0].desc, 0, GPA_C - 6, 12, VRING_DESC_F_NEXT, 1);
+	desc(T.r[0].desc, 1, GPA_C - 4, 8, VRING_DESC_F_WRITE, 0);
+	post(&T.r[0], 0);
+	CHECK(pop(0, &c) == 0, "pop");
+	CHECK(c.req_len == 12 && !memcmp(c.req, "split!across", 12), "readable across B/C");
+	CHECK(respond(&c, "WXYZwxyz", 8) == 0 && !memcmp(gp(GPA_C - 4), "WXYZwxyz", 8),
+	      "writable across B/C");
+	return true;
+}
+
+static bool case_ring_avail_jump(void)
+{
+	struct vu_chain c;
+
+	CHECK(setup(F_RING), "setup");
+	__atomic_store_n(&T.r[0].avail->idx, QSIZE + 1, __ATOMIC_RELEASE);
+	CHECK(pop(0, &c) == -EIO, "jump accepted");
+	CHECK(vu_broken(T.dev), "not broken");
+	vu_lock(T.dev);
+	CHECK(vu_gpa_read(T.dev, DATA_A, &c, 1) == -EFAULT, "broken device touches memory");
+	vu_unlock(T.dev);
+	return true;
+}
+
+static bool case_ring_too_many_writable(void)
+{
+	struct vring_desc *t;
+
+	CHECK(setup(F_RING), "setup");
+	t = (void *)gp(TABLE);
+	for (unsigned i = 0; i < VU_CHAIN_MAX_WR + 1; i++)
+		desc(t, i, DATA_A + 16 * i, 16, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, i + 1);
+	t[VU_CHAIN_MAX_WR].flags = VRING_DESC_F_WRITE;
+	desc(T.r[0].desc, 0, TABLE, 16 * (VU_CHAIN_MAX_WR + 1), VRING_DESC_F_INDIRECT, 0);
+	return bad_chain(0, "17 writable");
+}
+
+static bool case_ring_request_too_big(void)
+{
+	CHECK(setup(F_RING), "setup");
+	desc(T.r[0].desc, 0, GPA_A + 0x20000, VU_CHAIN_MAX_REQ + 1, 0, 0);
+	return bad_chain(0, "oversized request");
+}
+
+static bool case_ring_enospc(void)
+{
+	struct vu_chain c;
+	struct ring *r = &T.r[0];
+
+	CHECK(setup(F_RING), "setup");
+	desc(r->desc, 0, DATA_A, 4, VRING_DESC_F_WRITE, 0);
+	post(r, 0);
+	memset(gp(DATA_A), 'x', 4);
+	CHECK(pop(0, &c) == 0 && c.req_len == 0 && !c.req, "pop");
+	CHECK(respond(&c, "12345678", 8) == -ENOSPC, "too long a response");
+	CHECK(used_idx(0) == 1 && r->used->ring[0].len == 0 && !memcmp(gp(DATA_A), "xxxx", 4),
+	      "must complete with length 0 and write nothing");
+	return good_chain_works(0, 8);
+}
+
+static bool case_ring_event_idx(void)
+{
+	struct ring *r = &T.r[0];
+
+	CHECK(setup(F_RING), "setup");
+	CHECK(good_chain_works(0, 0), "%s", th_why);
+	notify(0);
+	CHECK(calls(0) == 1, "first notification missing");
+	notify(0);
+	CHECK(calls(0) == 0, "notified with nothing new");
+	r->avail->ring[QSIZE] = 10;		/* used_event: wake me at 11 */
+	CHECK(good_chain_works(0, 0), "%s", th_why);
+	notify(0);
+	CHECK(calls(0) == 0, "used_event ignored");
+	r->avail->ring[QSIZE] = 2;		/* used idx goes 2 -> 3 */
+	CHECK(good_chain_works(0, 0), "%s", th_why);
+	notify(0);
+	CHECK(calls(0) == 1, "used_event crossed, no notification");
+	CHECK(avail_event(r) == 3, "avail_event");
+	return true;
+}
+
+static bool case_ring_no_interrupt(void)
+{
+	struct ring *r = &T.r[0];
+
+	CHECK(setup(F_RING & ~F(VIRTIO_RING_F_EVENT_IDX)), "setup");
+	r->avail->flags = VRING_AVAIL_F_NO_INTERRUPT;
+	CHECK(good_chain_works(0, 0), "%s", th_why);
+	notify(0);
+	CHECK(calls(0) == 0, "NO_INTERRUPT ignored");
+	r->avail->flags = 0;
+	CHECK(good_chain_works(0, 0), "%s", th_why);
+	notify(0);
+	CHECK(calls(0) == 1, "no notification");
+	return true;
+}
+
+static bool case_ring_old_generation(void)
+{
+	struct vu_chain c, c2;
+	uint32_t gen;
+
+	CHECK(setup(F_RING), "setup");
+	good_chain(&T.r[0], 0);
+	good_chain(&T.r[0], 4);
+	CHECK(pop(0, &c) == 0 && pop(0, &c2) == 0, "pop");
+	gen = vu_generation(T.dev);
+	n_resets = 0;
+	CHECK(acked(VHOST_USER_RESET_DEVICE, NULL, 0, NULL, 0) == 0, "RESET_DEVICE");
+	CHECK(n_resets == 1 && vu_generation(T.dev) != gen, "reset not seen");
+	CHECK(respond(&c, "x", 1) == 0 && !c.req && used_idx(0) == 0, "old chain answered");
+	CHECK(!vu_queue_ready(T.dev, 0), "ring survived the reset");
+	/* After a disconnect the memory is gone: the chain is only freed. */
+	vu_disconnect(T.dev);
+	CHECK(n_resets == 2 && !vu_broken(T.dev), "disconnect reset");
+	CHECK(respond(&c2, "x", 1) == 0 && !c2.req, "chain of a dead connection answered");
+	return true;
+}
+
+static bool case_ring_get_vring_base(void)
+{
+	struct vu_chain c1, c2, c3, tmp;
+	struct vhost_vring_state_msg st;
+	uint32_t sz = 8;
+
+	CHECK(setup(F_RING), "setup");
+	good_chain(&T.r[0], 0);
+	good_chain(&T.r[0], 4);
+	good_chain(&T.r[0], 8);
+	CHECK(pop(0, &c1) == 0 && pop(0, &c2) == 0 && pop(0, &c3) == 0, "pop");
+	CHECK(set_state(VHOST_USER_SET_VRING_ENABLE, 0, 0) == 0, "disable");
+	CHECK(fe(VHOST_USER_GET_VRING_BASE, V, &(struct vhost_vring_state_msg){ 0, 0 }, 8, NULL, 0)
+	      == 0 && rep(VHOST_USER_GET_VRING_BASE, &st, &sz) && st.num == 3, "base not 3");
+	CHECK(!vu_queue_ready(T.dev, 0) && vu_queue_kick_fd(T.dev, 0) < 0, "not stopped");
+	post(&T.r[0], 0);
+	CHECK(pop(0, &tmp) == -EAGAIN, "stopped ring popped");
+	CHECK(respond(&c1, "x", 1) == 0 && used_idx(0) == 0, "answered into a stopped ring");
+	/* Resumed at the same place (VM stop/cont): in-flight chains count. */
+	CHECK(set_state(VHOST_USER_SET_VRING_BASE, 0, 3) == 0 &&
+	      set_vring_fd(VHOST_USER_SET_VRING_KICK, 0, T.r[0].kick) == 0 &&
+	      set_state(VHOST_USER_SET_VRING_ENABLE, 0, 1) == 0, "restart");
+	CHECK(respond(&c2, "x", 1) == 0 && used_idx(0) == 1, "resumed ring lost its chain");
+	/* Re-created from scratch (guest reset): the old chain is dropped. */
+	CHECK(fe(VHOST_USER_GET_VRING_BASE, V, &(struct vhost_vring_state_msg){ 0, 0 }, 8, NULL, 0)
+	      == 0 && rep(VHOST_USER_GET_VRING_BASE, &st, &sz), "stop");
+	close(T.r[0].kick);
+	T.r[0].kick = -1;
+	close(T.r[0].call);
+	T.r[0].call = -1;
+	CHECK(ring_setup(0, GPA_A + 0x1000, QSIZE), "re-create");
+	CHECK(respond(&c3, "x", 1) == 0 && used_idx(0) == 0, "stale chain in a new ring");
+	return good_chain_works(0, 0);
+}
+
+/* ---- vu_run ------------------------------------------------------------- */
+
+struct runner {
+	pthread_t th;
+	int fd, stop, ret;
+};
+
+static void *run_thread(void *arg)
+{
+	struct runner *r = arg;
+
+	r->ret = vu_run(T.dev, r->fd, r->stop);
+	return NULL;
+}
+
+static bool wait_call(unsigned q)
+{
+	struct pollfd p = { T.r[q].call, POLLIN, 0 };
+
+	return poll(&p, 1, 5000) == 1 && calls(q) >= 1;
+}
+
+static bool case_run_listen(void)
+{
+	char dir[] = "/tmp/test_vu.XXXXXX", path[64];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct runner rn = { .ret = -1 };
+	uint64_t one = 1;
+	char b;
+
+	CHECK(mkdtemp(dir), "mkdtemp");
+	snprintf(path, sizeof(path), "%s/sock", dir);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	CHECK(t_open(), "setup");
+	vu_disconnect(T.dev);			/* vu_run accepts its own */
+	close(T.sock);
+	rn.fd = vu_listen(path);
+	rn.stop = eventfd(0, EFD_CLOEXEC);
+	CHECK(rn.fd >= 0 && rn.stop >= 0, "listen");
+	T.threaded = true;
+	echo_on_kick = true;
+	CHECK(pthread_create(&rn.th, NULL, run_thread, &rn) == 0, "thread");
+	for (int round = 0; round < 2; round++) {
+		uint64_t f;
+
+		T.sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		CHECK(connect(T.sock, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect");
+		f = get_u64(VHOST_USER_GET_FEATURES);
+		CHECK(f == (F_RING | F_DEV), "features over the socket");
+		CHECK(set_u64(VHOST_USER_SET_FEATURES, F_RING) == 0 && mem_table_ab() == 0 &&
+		      ring_setup(0, GPA_A + 0x1000, QSIZE), "handshake");
+		good_chain(&T.r[0], 0);
+		CHECK(write(T.r[0].kick, &one, 8) == 8, "kick");
+		CHECK(wait_call(0), "no answer to a kick");
+		CHECK(used_idx(0) == 1 && !memcmp(gp(DATA_A + 0x100), "pong", 4), "echo");
+		close(T.sock);			/* hang up: vu_run takes the next one */
+		close(T.r[0].kick);
+		close(T.r[0].call);
+		T.r[0].kick = T.r[0].call = -1;
+	}
+	/* A ring the guest broke drops the frontend. */
+	T.sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(connect(T.sock, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect");
+	CHECK(set_u64(VHOST_USER_SET_FEATURES, F_RING) == 0 && mem_table_ab() == 0 &&
+	      ring_setup(0, GPA_A + 0x1000, QSIZE), "handshake");
+	__atomic_store_n(&T.r[0].avail->idx, 100, __ATOMIC_RELEASE);
+	CHECK(write(T.r[0].kick, &one, 8) == 8, "kick");
+	CHECK(recv(T.sock, &b, 1, 0) == 0, "broken device kept the frontend");
+	close(T.sock);
+	T.sock = -1;
+	CHECK(write(rn.stop, &one, 8) == 8, "stop");
+	pthread_join(rn.th, NULL);
+	CHECK(rn.ret == 0, "vu_run returned %d", rn.ret);
+	CHECK(__atomic_load_n(&n_kicks, __ATOMIC_SEQ_CST) >= 3, "kicks");
+	close(rn.fd);
+	close(rn.stop);
+	unlink(path);
+	rmdir(dir);
+	return true;
+}
+
+static bool case_run_connected(void)
+{
+	struct runner rn = { .ret = -1 };
+	int sv[2];
+
+	CHECK(t_open(), "setup");
+	vu_disconnect(T.dev);
+	close(T.sock);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
+	T.sock = sv[1];
+	rn.fd = sv[0];
+	rn.stop = -1;
+	T.threaded = true;
+	n_resets = 0;
+	CHECK(pthread_create(&rn.th, NULL, run_thread, &rn) == 0, "thread");
+	CHECK(get_u64(VHOST_USER_GET_QUEUE_NUM) == 2, "GET_QUEUE_NUM");
+	close(T.sock);
+	T.sock = -1;
+	pthread_join(rn.th, NULL);
+	CHECK(rn.ret == 0 && n_resets == 1, "vu_run %d, resets %d", rn.ret, n_resets);
+	CHECK(fcntl(sv[0], F_GETFD) >= 0, "the caller's fd was closed");
+	close(sv[0]);
+	return true;
+}
+
+int main(void)
+{
+	static const struct {
+		const char *name;
+		bool (*fn)(void);
+	} cases[] = {
+#define C(n) { #n, case_##n }
+		C(log_format), C(listen), C(features), C(protocol_features), C(qemu_handshake),
+		C(enable_semantics), C(get_config), C(reply_ack), C(mem_table),
+		C(add_rem_mem_reg),
+		C(msg_hangup), C(msg_short_header), C(msg_hangup_mid_payload),
+		C(msg_split_delivery), C(msg_bad_size), C(msg_bad_version),
+		C(fds_surplus_closed), C(fds_wrong_count), C(fds_too_many), C(mem_table_count),
+		C(mem_table_bad_regions), C(ring_bad_num), C(ring_bad_addr), C(ring_bad_index),
+		C(unknown_request),
+		C(ring_good_chain), C(ring_indirect), C(ring_loop), C(ring_indirect_loop),
+		C(ring_head_out_of_range), C(ring_next_out_of_range), C(ring_nested_indirect),
+		C(ring_indirect_len), C(ring_indirect_without_feature), C(ring_read_after_write),
+		C(ring_addr_outside), C(ring_addr_wrap), C(ring_split_regions),
+		C(ring_avail_jump), C(ring_too_many_writable), C(ring_request_too_big),
+		C(ring_enospc), C(ring_event_idx), C(ring_no_interrupt), C(ring_old_generation),
+		C(ring_get_vring_base),
+		C(run_listen), C(run_connected),
+#undef C
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		th_run(cases[i].name, cases[i].fn);
+		t_close();
+	}
+	return th_summary();
+}
