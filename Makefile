@@ -153,6 +153,20 @@ check-unit:
 	$(Q)$(MAKE) --no-print-directory tests tests-asan
 	$(Q)VUV_NO_VM=1 tests/run.sh
 
+# The main job: boot the vicodec VM, decode a clip through the daemon with
+# the test frontend, compare with v4l2-ctl decoding directly, print frames/s.
+demo:
+	$(Q)tests/deps.sh
+	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(B)/tests/vuvideo-front
+	$(Q)tests/vm/vm.sh run -- tests/demo.sh
+
+# Throughput through the daemon vs v4l2-ctl directly, CPU per frame, RSS, size.
+bench:
+	$(Q)tests/deps.sh
+	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(B)/tests/vuvideo-front
+	$(Q)tests/vm/vm.sh run -- bench/bench.sh
+	$(Q)tests/vm/vm.sh run --multiplanar -- bench/bench.sh
+
 # ---- configuration targets ---------------------------------------------------
 defconfig:
 	$(Q)$(KCONFIG_AWK) -v mode=config Kconfig /dev/null > .config
@@ -208,6 +222,8 @@ help:
 	@echo "  all            the static daemon ./$(DAEMON) (default)"
 	@echo "  check          install test deps (root), build, run unit + sanitizer + VM tests"
 	@echo "  check-unit     unit tests only, no VM"
+	@echo "  demo           decode a clip through the daemon on vicodec in the test VM"
+	@echo "  bench          decode throughput through the daemon vs v4l2-ctl directly"
 	@echo "  tests          build the test programs into $(B)/tests"
 	@echo "  install        PREFIX=$(PREFIX) DESTDIR= BINDIR= MANDIR=; install-strip, uninstall"
 	@echo "  clean          remove build output; distclean also removes .config"
@@ -217,7 +233,7 @@ help:
 	@echo "  savedefconfig  write the options that differ from the defaults to ./defconfig"
 	@echo "  menuconfig     interactive (kconfig-mconf or python3 -m menuconfig)"
 
-.PHONY: all tests tests-asan check check-unit defconfig olddefconfig savedefconfig \
+.PHONY: all tests tests-asan check check-unit demo bench defconfig olddefconfig savedefconfig \
 	menuconfig install install-strip uninstall clean distclean help
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

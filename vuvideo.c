@@ -1772,7 +1772,9 @@ static void dev_queue_kick(struct vu_dev *vu, unsigned q)
 
 	vu_lock(vu);
 	if (q == VIRTIO_VIDEO_QUEUE_COMMAND) {
-		while ((r = vu_queue_pop(vu, q, &c)) != -EAGAIN && r != -EIO) {
+		/* -EINVAL: a malformed chain, already answered; anything else
+		 * (empty, not ready, broken ring) ends the batch */
+		while ((r = vu_queue_pop(vu, q, &c)) == 0 || r == -EINVAL) {
 			if (r == 0)
 				dispatch(d, &c);
 		}

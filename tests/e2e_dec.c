@@ -43,40 +43,6 @@ static int failf(const char *fmt, ...)
 
 /* ---- content --------------------------------------------------------------- */
 
-/* Deterministic YU12 frames: gradients, a moving box and some texture, so
- * that the FWHT encoder has real work and P-frames differ from I-frames. */
-static int gen_raw(const char *path, unsigned w, unsigned h, unsigned n, unsigned seed)
-{
-	FILE *f = fopen(path, "wb");
-	size_t ysz = (size_t)w * h, csz = ysz / 4;
-	uint8_t *buf = malloc(ysz + 2 * csz);
-
-	if (!f || !buf)
-		return failf("cannot write %s", path);
-	for (unsigned k = 0; k < n; k++) {
-		unsigned bx = (k * 16 + seed * 40) % (w - 64), by = (k * 8 + seed * 20) % (h - 64);
-
-		for (unsigned y = 0; y < h; y++)
-			for (unsigned x = 0; x < w; x++) {
-				uint8_t v = (uint8_t)(x / 2 + y / 3 + k * 5 + seed);
-
-				if (x >= bx && x < bx + 64 && y >= by && y < by + 64)
-					v = (uint8_t)(235 - ((x ^ y) & 31));
-				else if (((x * 7 + y * 13 + k) % 97) == 0)
-					v ^= 0x55;
-				buf[(size_t)y * w + x] = v;
-			}
-		for (unsigned i = 0; i < csz; i++) {
-			buf[ysz + i] = (uint8_t)(128 + (i % (w / 2)) / 8 - k);
-			buf[ysz + csz + i] = (uint8_t)(96 + (i / (w / 2)) / 4 + seed);
-		}
-		if (fwrite(buf, 1, ysz + 2 * csz, f) != ysz + 2 * csz)
-			return failf("writing %s", path);
-	}
-	free(buf);
-	return fclose(f) ? failf("writing %s", path) : 0;
-}
-
 static int sh(const char *fmt, ...)
 {
 	char cmd[2048];
@@ -100,8 +66,8 @@ static int make_clip(const char *name, unsigned w, unsigned h, unsigned n, unsig
 	char raw[256];
 
 	snprintf(raw, sizeof(raw), "%s/%s.yu12", work, name);
-	if (gen_raw(raw, w, h, n, seed))
-		return -1;
+	if (vvdec_gen_raw(raw, w, h, n, seed))
+		return failf("cannot write %s", raw);
 	if (sh("timeout 300 v4l2-ctl -d %s --set-fmt-video-out=width=%u,height=%u,pixelformat=YU12 "
 	       "--set-selection-output=target=crop,width=%u,height=%u "
 	       "--stream-out-mmap --stream-mmap --stream-from %s --stream-to %s/%s.fwht "

@@ -133,6 +133,45 @@ void vvdec_clip_free(struct vvdec_clip *c)
 	memset(c, 0, sizeof(*c));
 }
 
+/* Deterministic YU12 frames: gradients, a moving box and some texture, so
+ * that the FWHT encoder has real work and P-frames differ from I-frames. */
+int vvdec_gen_raw(const char *path, unsigned w, unsigned h, unsigned n, unsigned seed)
+{
+	FILE *f = fopen(path, "wb");
+	size_t ysz = (size_t)w * h, csz = ysz / 4;
+	uint8_t *buf = malloc(ysz + 2 * csz);
+
+	if (!f || !buf)
+		goto fail;
+	for (unsigned k = 0; k < n; k++) {
+		unsigned bx = (k * 16 + seed * 40) % (w - 64), by = (k * 8 + seed * 20) % (h - 64);
+
+		for (unsigned y = 0; y < h; y++)
+			for (unsigned x = 0; x < w; x++) {
+				uint8_t v = (uint8_t)(x / 2 + y / 3 + k * 5 + seed);
+
+				if (x >= bx && x < bx + 64 && y >= by && y < by + 64)
+					v = (uint8_t)(235 - ((x ^ y) & 31));
+				else if (((x * 7 + y * 13 + k) % 97) == 0)
+					v ^= 0x55;
+				buf[(size_t)y * w + x] = v;
+			}
+		for (unsigned i = 0; i < csz; i++) {
+			buf[ysz + i] = (uint8_t)(128 + (i % (w / 2)) / 8 - k);
+			buf[ysz + csz + i] = (uint8_t)(96 + (i / (w / 2)) / 4 + seed);
+		}
+		if (fwrite(buf, 1, ysz + 2 * csz, f) != ysz + 2 * csz)
+			goto fail;
+	}
+	free(buf);
+	return fclose(f) ? -1 : 0;
+fail:
+	free(buf);
+	if (f)
+		fclose(f);
+	return -1;
+}
+
 /* ---- resources ------------------------------------------------------------ */
 
 static int alloc_sg(struct vvdec *d, size_t len, int region, struct vuf_sglist *sg)

@@ -33,6 +33,10 @@ struct vvdec_clip {
 int vvdec_clip_load(struct vvdec_clip *c, const char *path, char *err, size_t errlen);
 void vvdec_clip_free(struct vvdec_clip *c);
 
+/* Write n deterministic YU12 frames of w x h (gradients, a moving box,
+ * texture; seed varies them) to path: test content of our own. */
+int vvdec_gen_raw(const char *path, unsigned w, unsigned h, unsigned n, unsigned seed);
+
 struct vvdec_opts {
 	uint32_t stream_id;
 	uint32_t coded_format;		/* default FWHT */

@@ -1,0 +1,34 @@
+#!/bin/bash
+# Install what `make check` needs on a Debian machine (bookworm), or, when not
+# root, print the exact apt-get command and stop. Then prepare the test VM
+# (kernel, vicodec modules, initramfs; cached). Unattended and bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command-or-file -> Debian package
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have musl-gcc || need+=(musl-tools)
+have gcc || need+=(gcc)
+have make || need+=(make)
+have valgrind || need+=(valgrind)
+have readelf || need+=(binutils)
+[ -e /usr/include/linux/videodev2.h ] || need+=(linux-libc-dev)
+[ -e /usr/include/stdio.h ] || need+=(libc6-dev)
+# the sanitizer runtimes come with gcc on Debian (libasan8, libubsan1)
+
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "deps: missing packages; run as root:" >&2
+		echo "  apt-get update && apt-get install -y --no-install-recommends ${need[*]}" >&2
+		exit 1
+	fi
+	echo "deps: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	timeout 600 apt-get update -qq
+	timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ "${VUV_NO_VM:-0}" != 1 ]; then
+	tests/vm/vm.sh setup
+fi

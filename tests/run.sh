@@ -1,0 +1,40 @@
+#!/bin/bash
+# Runs every test of `make check`: command-line checks and unit tests on the
+# host (static, ASan+UBSan, valgrind), then the end-to-end tests on the real
+# vicodec in the test VM, single- and multi-planar. Ends with the totals as
+# "N passed, M failed". VUV_NO_VM=1 skips the VM part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. tests/lib.sh
+
+B=build
+D=./vhost-user-video
+start=$(date +%s)
+
+echo "=== command line"
+check "daemon is statically linked" sh -c "readelf -lW $D | grep -q 'Requesting program interpreter' && exit 1 || readelf -h $D >/dev/null"
+check "--help exits 0" $D --help
+check "--version prints the version" sh -c "$D --version | grep -q '^vhost-user-video [0-9]'"
+check "--print-capabilities prints JSON, exit 0" sh -c "$D --print-capabilities | grep -q '\"type\": \"video\"'"
+check "an unknown flag exits 2" sh -c "$D --bogus 2>/dev/null; [ \$? = 2 ]"
+check "no socket given exits 2" sh -c "$D --v4l2-device=/dev/null 2>/dev/null; [ \$? = 2 ]"
+check "a missing device exits 1 with an error line" sh -c \
+	"out=\$($D --socket-path=/tmp/vuv-none.sock --v4l2-device=/nonexistent 2>&1); [ \$? = 1 ] && echo \"\$out\" | grep -q 'error: cannot open /nonexistent'"
+check "a non-V4L2 device is refused" sh -c "! $D --socket-path=/tmp/vuv-none.sock --v4l2-device=/dev/null 2>/dev/null"
+check "--fd refuses a non-number" sh -c "$D --fd=abc 2>/dev/null; [ \$? = 2 ]"
+
+run_prog "unit: vhost-user engine" $B/tests/test_vu
+run_prog "unit: vhost-user engine (ASan+UBSan)" $B/asan/tests/test_vu
+run_prog "unit: vhost-user engine (valgrind)" \
+	valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite $B/tests/test_vu
+
+if [ "${VUV_NO_VM:-0}" != 1 ]; then
+	run_prog "vm: vicodec single-planar" tests/vm/vm.sh run -- tests/vm-tests.sh
+	run_prog "vm: vicodec multi-planar" tests/vm/vm.sh run --multiplanar -- tests/vm-tests.sh
+fi
+
+echo
+echo "make check: $(( $(date +%s) - start )) s"
+[ ${#FAILED_PROGS[@]} = 0 ] || echo "failed: ${FAILED_PROGS[*]}"
+echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
+[ "$TOTAL_FAIL" = 0 ]

@@ -1,0 +1,29 @@
+#!/bin/bash
+# The end-to-end tests, run inside the test VM (tests/vm/vm.sh) where the real
+# vicodec is loaded: VICODEC_DEC/VICODEC_ENC name its nodes. Each program is
+# run against the static daemon and against the ASan+UBSan build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. tests/lib.sh
+
+B=build
+: "${VICODEC_DEC:?not in the test VM (VICODEC_DEC unset)}"
+echo "vm: vicodec multiplanar=${VICODEC_MPLANE:-?} decoder=$VICODEC_DEC encoder=${VICODEC_ENC:-}"
+
+for variant in static asan; do
+	if [ $variant = static ]; then
+		daemon=$PWD/vhost-user-video
+	else
+		daemon=$PWD/$B/asan/vhost-user-video
+	fi
+	export VUV_DAEMON=$daemon
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66
+	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=67
+	run_prog "e2e core ($variant daemon)" $B/tests/e2e_core
+	if [ -x $B/tests/e2e_dec ]; then
+		run_prog "e2e decoder ($variant daemon)" $B/tests/e2e_dec
+	fi
+done
+
+echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
+[ "$TOTAL_FAIL" = 0 ]
