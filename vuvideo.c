@@ -114,18 +114,18 @@ enum vv_stream_state {
 	VV_STREAM_CLOSING,
 };
 
-/* Decoder progress through dev-decoder.rst. */
-enum vv_dec_state {
-	VV_DEC_INIT = 0,	/* waiting for the first SOURCE_CHANGE */
-	VV_DEC_DECODING,
-	VV_DEC_DRAINING,	/* V4L2_DEC_CMD_STOP issued */
-	VV_DEC_STOPPED,		/* drain completed: needs DEC_CMD_START */
-	VV_DEC_RES_CHANGE,	/* LAST seen after a mid-stream source change */
+/* A stream's progress through dev-decoder.rst / dev-encoder.rst. */
+enum vv_flow {
+	VV_FLOW_INIT = 0,	/* decoder: waiting for the first SOURCE_CHANGE */
+	VV_FLOW_RUNNING,
+	VV_FLOW_DRAINING,	/* V4L2_DEC_CMD_STOP / V4L2_ENC_CMD_STOP issued */
+	VV_FLOW_STOPPED,	/* drain completed: needs a START command */
+	VV_FLOW_RES_CHANGE,	/* decoder: LAST seen after a mid-stream source change */
 };
 
 struct vv_stream {
 	enum vv_stream_state state;
-	enum vv_dec_state dec;
+	enum vv_flow flow;
 	uint32_t id;
 	uint32_t gen;			/* bumped on every (re)use of the slot */
 	uint32_t coded_format;		/* virtio format */
@@ -142,9 +142,14 @@ struct vv_stream {
 	uint32_t frame_rate;
 };
 
+#define VV_MAX_USER_CTRLS 16
+
 struct vv_dev {
 	struct vu_dev *vu;
 	const char *devpath;
+	/* --v4l2-ctrl=ID=VALUE, applied to every new stream */
+	unsigned n_ctrls;
+	struct { uint32_t id; int32_t value; } ctrls[VV_MAX_USER_CTRLS];
 	struct m2m_info info;
 	bool non_contig;
 	struct vv_stream streams[CONFIG_VUV_MAX_STREAMS];
@@ -159,6 +164,23 @@ struct vv_dev {
 };
 
 static struct vv_dev vv;
+
+/* The role, folded to a constant when Kconfig built only one: the other
+ * role's code is then dead and leaves the binary. */
+static bool is_encoder(const struct vv_dev *d)
+{
+	if (!CONFIG_VUV_ENCODER)
+		return false;
+	if (!CONFIG_VUV_DECODER)
+		return true;
+	return d->info.role == M2M_ROLE_ENCODER;
+}
+
+/* The queue that carries the bitstream. */
+static enum m2m_queue coded_queue(const struct vv_dev *d)
+{
+	return is_encoder(d) ? M2M_DST : M2M_SRC;
+}
 
 /* ---- name tables (for logs) ------------------------------------------------ */
 
@@ -440,39 +462,53 @@ static unsigned host_planes(const struct m2m_pix *pix, struct vv_plane *pl)
 	return n;
 }
 
-/* Copy a decoded frame (V4L2 buffer vb of DST) into resource r. Each colour
+/* Copy a raw frame between resource r and V4L2 buffer vb of queue mq: a
+ * decoded frame out of CAPTURE, or a frame to encode into OUTPUT. Each colour
  * plane goes to the matching plane of the resource, or, when the guest
  * described fewer planes, packed after the previous one. Returns the bytes
- * written or -errno. */
-static long copy_frame_out(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
-			   const struct m2m_buf *b)
+ * copied or -errno. */
+static long copy_frame(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
+		       enum m2m_queue mq, unsigned vb, bool to_guest)
 {
-	struct vv_queue *q = &s->q[M2M_DST];
 	struct vv_plane pl[VIRTIO_VIDEO_MAX_PLANES];
-	unsigned n = host_planes(&q->alloc_pix, pl);
+	unsigned n = host_planes(&s->q[mq].alloc_pix, pl);
 	uint64_t packed = 0;
 	long total = 0;
 
 	for (unsigned p = 0; p < n; p++) {
-		struct m2m_plane_map *m = &s->m2m.map[M2M_DST][b->index][pl[p].mem];
+		struct m2m_plane_map *m = &s->m2m.map[mq][vb][pl[p].mem];
 		bool own = r->num_planes == n;
 		unsigned rp = own ? p : 0;
 		uint64_t off = r->plane_offsets[rp] + (own ? 0 : packed);
 		int ret;
 
-		if (pl[p].mem >= s->m2m.num_planes[M2M_DST] ||
+		if (pl[p].mem >= s->m2m.num_planes[mq] ||
 		    pl[p].offset > m->length || pl[p].size > m->length - pl[p].offset)
 			return -EIO;
 		if (r->layout == VIRTIO_VIDEO_PLANES_LAYOUT_PER_PLANE && own)
 			off = r->plane_offsets[rp] < r->plane_len[rp] ? r->plane_offsets[rp] : 0;
-		ret = res_copy(d, r, rp, off, (uint8_t *)m->addr + pl[p].offset,
-			       pl[p].size, true);
+		ret = res_copy(d, r, rp, off, (uint8_t *)m->addr + pl[p].offset, pl[p].size,
+			       to_guest);
 		if (ret)
 			return ret;
 		packed += pl[p].size;
 		total += pl[p].size;
 	}
 	return total;
+}
+
+/* Encoder: copy the coded bytes of CAPTURE buffer b into resource r. */
+static long copy_coded_out(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
+			   const struct m2m_buf *b)
+{
+	struct m2m_plane_map *m = &s->m2m.map[M2M_DST][b->index][0];
+	uint32_t off = b->data_offset[0], used = b->bytesused[0];
+	int ret;
+
+	if (off > used || used > m->length)
+		return -EIO;
+	ret = res_copy(d, r, 0, r->plane_offsets[0], (uint8_t *)m->addr + off, used - off, true);
+	return ret ? ret : (long)(used - off);
 }
 
 static void res_free(struct vv_res *r)
@@ -670,7 +706,7 @@ static bool stream_wants_data(const struct vv_stream *s)
 		return false;
 	return (s->m2m.streaming[M2M_SRC] && s->q[M2M_SRC].in_driver) ||
 	       (s->m2m.streaming[M2M_DST] && s->q[M2M_DST].in_driver &&
-		s->dec != VV_DEC_RES_CHANGE && s->dec != VV_DEC_STOPPED);
+		s->flow != VV_FLOW_RES_CHANGE && s->flow != VV_FLOW_STOPPED);
 }
 
 /* ---- decoder: feeding the codec -------------------------------------------- */
@@ -736,14 +772,52 @@ static void dec_feed_src(struct vv_dev *d, struct vv_stream *s)
 	}
 }
 
+/* Encoder: copy waiting raw frames into free V4L2 OUTPUT buffers and queue
+ * them (dev-encoder.rst, Encoding). */
+static void enc_feed_src(struct vv_dev *d, struct vv_stream *s)
+{
+	struct vv_queue *q = &s->q[M2M_SRC];
+	struct vv_res *r;
+	int vb;
+
+	while ((r = oldest_unfed(q)) && (vb = free_vbuf(s, M2M_SRC)) >= 0) {
+		struct m2m_buf b = { .index = (uint32_t)vb, .timestamp = r->timestamp };
+		long ret = copy_frame(d, s, r, M2M_SRC, (unsigned)vb, false);
+
+		for (unsigned p = 0; p < s->m2m.num_planes[M2M_SRC]; p++)
+			b.bytesused[p] = q->alloc_pix.sizeimage[p];
+		if (ret >= 0)
+			ret = m2m_qbuf(&s->m2m, M2M_SRC, &b);
+		r->fed = r->bytes;
+		if (ret) {
+			vu_log(VU_WARN, "stream %u: input resource %u: %s", s->id, r->id,
+			       ret == -EFAULT ? "guest memory not readable" :
+			       ret == -ENOSPC ? "smaller than a frame" : strerror((int)-ret));
+			input_done(d, s, r, VIRTIO_VIDEO_BUFFER_FLAG_ERR);
+			continue;
+		}
+		r->pieces = 1;
+		q->vbuf_res[vb] = (int)(r - q->res);
+		q->in_driver++;
+	}
+}
+
+static void feed_src(struct vv_dev *d, struct vv_stream *s)
+{
+	if (is_encoder(d))
+		enc_feed_src(d, s);
+	else
+		dec_feed_src(d, s);
+}
+
 /* Give waiting output resources V4L2 CAPTURE buffers. One resource is held
  * back while others wait, so that a drain whose LAST buffer carries a frame
  * still has a guest buffer for the empty EOS marker the guest driver needs. */
-static void dec_feed_dst(struct vv_dev *d, struct vv_stream *s)
+static void feed_dst(struct vv_dev *d, struct vv_stream *s)
 {
 	struct vv_queue *q = &s->q[M2M_DST];
 
-	if (!q->allocated || s->dec == VV_DEC_RES_CHANGE)
+	if (!q->allocated || s->flow == VV_FLOW_RES_CHANGE)
 		return;
 	for (;;) {
 		unsigned waiting;
@@ -803,8 +877,9 @@ static void dec_read_capture_format(struct vv_stream *s)
 }
 
 /* (Re)allocate CAPTURE buffers with the current format and start streaming
- * (dev-decoder.rst, Capture setup, steps 5-7). */
-static int dec_setup_capture(struct vv_stream *s)
+ * (dev-decoder.rst, Capture setup, steps 5-7; dev-encoder.rst,
+ * Initialization, steps 6-7). */
+static int setup_capture(struct vv_stream *s)
 {
 	struct vv_queue *q = &s->q[M2M_DST];
 	unsigned count = s->min_bufs[M2M_DST] + 2;
@@ -823,8 +898,8 @@ static int dec_setup_capture(struct vv_stream *s)
 	r = m2m_streamon(&s->m2m, M2M_DST);
 	if (r)
 		return r;
-	if (s->dec == VV_DEC_RES_CHANGE || s->dec == VV_DEC_INIT)
-		s->dec = VV_DEC_DECODING;
+	if (s->flow == VV_FLOW_RES_CHANGE || s->flow == VV_FLOW_INIT)
+		s->flow = VV_FLOW_RUNNING;
 	return 0;
 }
 
@@ -851,7 +926,7 @@ static void drain_done(struct vv_dev *d, struct vv_stream *s)
 		respond_hdr(d, &s->drain_chain, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
 		s->drain_parked = false;
 	}
-	s->dec = VV_DEC_STOPPED;
+	s->flow = VV_FLOW_STOPPED;
 }
 
 /* Return an empty EOS buffer: the next waiting output resource, or the next
@@ -870,7 +945,7 @@ static void send_eos(struct vv_dev *d, struct vv_stream *s)
 	r->queued = false;
 }
 
-static int dec_dequeue_dst(struct vv_dev *d, struct vv_stream *s)
+static int dequeue_dst(struct vv_dev *d, struct vv_stream *s)
 {
 	struct vv_queue *q = &s->q[M2M_DST];
 	struct m2m_buf b;
@@ -895,7 +970,8 @@ static int dec_dequeue_dst(struct vv_dev *d, struct vv_stream *s)
 		vu_log(VU_TRACE, "stream %u: capture buffer %u -> resource %u, %u bytes%s",
 		       s->id, b.index, r->id, b.bytesused[0], last ? ", LAST" : "");
 	if (!empty || !last) {
-		long n = empty ? 0 : copy_frame_out(d, s, r, &b);
+		long n = empty ? 0 : is_encoder(d) ? copy_coded_out(d, s, r, &b)
+				   : copy_frame(d, s, r, M2M_DST, b.index, true);
 		uint32_t flags = frame_flags(b.flags);
 
 		if (n < 0) {
@@ -910,7 +986,7 @@ static int dec_dequeue_dst(struct vv_dev *d, struct vv_stream *s)
 	}
 	if (!last)
 		return 0;
-	if (s->dec == VV_DEC_DRAINING) {
+	if (s->flow == VV_FLOW_DRAINING) {
 		/* dev-decoder.rst, Drain: the LAST buffer ends it. The guest
 		 * driver forces bytesused to 0 on EOS, so the marker is a
 		 * separate empty buffer when LAST carried a frame. */
@@ -922,11 +998,11 @@ static int dec_dequeue_dst(struct vv_dev *d, struct vv_stream *s)
 			send_eos(d, s);
 		}
 		drain_done(d, s);
-	} else {
+	} else if (!is_encoder(d)) {
 		/* Dynamic resolution change: the resource stays queued, to be
 		 * returned by the guest's QUEUE_CLEAR; old frames are all out,
 		 * so now tell the guest. */
-		s->dec = VV_DEC_RES_CHANGE;
+		s->flow = VV_FLOW_RES_CHANGE;
 		if (s->change_pending) {
 			s->change_pending = false;
 			event_send(d, VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED, s->id);
@@ -979,7 +1055,7 @@ static void service_events(struct vv_dev *d, struct vv_stream *s)
 		s->fmt_known = true;
 		vu_log(VU_DEBUG, "stream %u: source change", s->id);
 		if (!s->q[M2M_DST].allocated || !s->m2m.streaming[M2M_DST] ||
-		    s->dec == VV_DEC_RES_CHANGE) {
+		    s->flow == VV_FLOW_RES_CHANGE) {
 			/* first header, or the LAST buffer is already out */
 			event_send(d, VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED, s->id);
 		} else {
@@ -1001,14 +1077,14 @@ static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 			progress = true;
 		if (r != -EAGAIN && r != -EINVAL && r != -EPIPE)
 			vu_log(VU_WARN, "stream %u: DQBUF output: %s", s->id, strerror(-r));
-		while ((r = dec_dequeue_dst(d, s)) == 0)
+		while ((r = dequeue_dst(d, s)) == 0)
 			progress = true;
-		if (r == -EPIPE && s->dec == VV_DEC_DRAINING) {
+		if (r == -EPIPE && s->flow == VV_FLOW_DRAINING) {
 			send_eos(d, s);
 			drain_done(d, s);
 		}
-		dec_feed_src(d, s);
-		dec_feed_dst(d, s);
+		feed_src(d, s);
+		feed_dst(d, s);
 	}
 	if (revents & POLLPRI)
 		service_events(d, s);
@@ -1149,6 +1225,64 @@ static void cmd_query_capability(struct vv_dev *d, struct vu_chain *c, const uin
 	respond(d, c, buf, n);
 }
 
+/* The driver's minimum for the OUTPUT queue, or 1. */
+static uint32_t min_output_buffers(struct vv_stream *s)
+{
+	int32_t v = 0;
+
+	return m2m_get_ctrl(&s->m2m, V4L2_CID_MIN_BUFFERS_FOR_OUTPUT, &v) || v < 1 ? 1 : (uint32_t)v;
+}
+
+/* dev-decoder.rst, Initialization: the coded format on OUTPUT; the capture
+ * format is known after the first SOURCE_CHANGE. */
+static int dec_init(struct vv_stream *s, uint32_t coded)
+{
+	struct m2m_pix pix = { .pixfmt = coded, .width = 640, .height = 480, .num_planes = 1 };
+	int r = m2m_set_fmt(&s->m2m, M2M_SRC, &pix);
+
+	if (!r && pix.pixfmt != coded)
+		r = -EINVAL;
+	if (!r)
+		r = m2m_subscribe(&s->m2m, V4L2_EVENT_SOURCE_CHANGE);
+	s->min_bufs[M2M_SRC] = min_output_buffers(s);
+	s->min_bufs[M2M_DST] = 2;
+	s->flow = VV_FLOW_INIT;
+	return r;
+}
+
+/* dev-encoder.rst, Initialization: the coded format on CAPTURE first, then a
+ * raw format the codec pairs with it on OUTPUT (YUV420 if it can), then the
+ * crop of the visible area. The guest refines both with SET_PARAMS. */
+static int enc_init(struct vv_dev *d, struct vv_stream *s, uint32_t coded)
+{
+	struct m2m_pix pix = { .pixfmt = coded, .width = 640, .height = 480, .num_planes = 1 };
+	struct m2m_rect crop = { 0, 0, 640, 480 };
+	uint32_t raw = 0;
+	int r = m2m_set_fmt(&s->m2m, M2M_DST, &pix);
+
+	if (!r && pix.pixfmt != coded)
+		r = -EINVAL;
+	for (unsigned i = 0; i < d->info.nfmt[M2M_SRC] && !r; i++) {
+		uint32_t f = d->info.fmt[M2M_SRC][i].pixfmt;
+
+		if (fmt_by_fourcc(f) >= 0 && (!raw || f == V4L2_PIX_FMT_YUV420))
+			raw = f;
+	}
+	if (!r && !raw)
+		r = -EINVAL;
+	if (!r) {
+		pix = (struct m2m_pix){ .pixfmt = raw, .width = 640, .height = 480, .num_planes = 1 };
+		r = m2m_set_fmt(&s->m2m, M2M_SRC, &pix);
+	}
+	if (!r)
+		m2m_set_selection(&s->m2m, M2M_SRC, V4L2_SEL_TGT_CROP, &crop);
+	s->min_bufs[M2M_SRC] = min_output_buffers(s);
+	s->min_bufs[M2M_DST] = 2;	/* one, and one held back for EOS */
+	s->fmt_known = true;
+	s->flow = VV_FLOW_RUNNING;
+	return r;
+}
+
 static void cmd_stream_create(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
 			      size_t len)
 {
@@ -1156,7 +1290,6 @@ static void cmd_stream_create(struct vv_dev *d, struct vu_chain *c, const uint8_
 	uint32_t coded = rd32(req + 16);
 	int fi = fmt_by_virtio(coded);
 	struct vv_stream *s = NULL;
-	struct m2m_pix pix = { .num_planes = 1 };
 	char tag[65];
 	int r;
 
@@ -1187,15 +1320,7 @@ static void cmd_stream_create(struct vv_dev *d, struct vu_chain *c, const uint8_
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, id);
 		return;
 	}
-	/* dev-decoder.rst, Initialization: coded format on OUTPUT first. */
-	pix.pixfmt = formats[fi].fourcc;
-	pix.width = 640;
-	pix.height = 480;
-	r = m2m_set_fmt(&s->m2m, M2M_SRC, &pix);
-	if (!r && pix.pixfmt != formats[fi].fourcc)
-		r = -EINVAL;
-	if (!r)
-		r = m2m_subscribe(&s->m2m, V4L2_EVENT_SOURCE_CHANGE);
+	r = is_encoder(d) ? enc_init(d, s, formats[fi].fourcc) : dec_init(s, formats[fi].fourcc);
 	if (r) {
 		vu_log(VU_WARN, "stream %u: the codec refuses %s: %s", id, formats[fi].name,
 		       strerror(-r));
@@ -1203,12 +1328,16 @@ static void cmd_stream_create(struct vv_dev *d, struct vu_chain *c, const uint8_
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, id);
 		return;
 	}
+	for (unsigned i = 0; i < d->n_ctrls; i++) {
+		r = m2m_set_ctrl(&s->m2m, d->ctrls[i].id, d->ctrls[i].value);
+		if (r)
+			vu_log(VU_WARN, "stream %u: --v4l2-ctrl=0x%x=%d: %s", id, d->ctrls[i].id,
+			       d->ctrls[i].value, strerror(-r));
+	}
 	s->id = id;
 	s->coded_format = coded;
 	s->state = VV_STREAM_OPEN;
 	s->gen++;
-	s->min_bufs[M2M_SRC] = 1;
-	s->min_bufs[M2M_DST] = 2;
 	for (int q = 0; q < 2; q++) {
 		s->q[q].mq = (enum m2m_queue)q;
 		queue_reset_pairs(&s->q[q]);
@@ -1234,25 +1363,26 @@ static void cmd_stream_drain(struct vv_dev *d, struct vu_chain *c, const uint8_t
 	struct vv_stream *s = stream_find(d, rd32(req + 4));
 	int r;
 
-	if (s->drain_parked || s->dec == VV_DEC_DRAINING) {
+	if (s->drain_parked || s->flow == VV_FLOW_DRAINING) {
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
 		return;
 	}
 	/* vicodec (and the m2m helpers) ignore STOP unless both queues stream:
 	 * then there is nothing in flight and the drain is already complete. */
 	if (!s->m2m.streaming[M2M_SRC] || !s->m2m.streaming[M2M_DST] ||
-	    s->dec != VV_DEC_DECODING) {
+	    s->flow != VV_FLOW_RUNNING) {
 		send_eos(d, s);
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
 		return;
 	}
-	r = m2m_decoder_cmd(&s->m2m, V4L2_DEC_CMD_STOP, false);
+	r = is_encoder(d) ? m2m_encoder_cmd(&s->m2m, V4L2_ENC_CMD_STOP, false)
+			  : m2m_decoder_cmd(&s->m2m, V4L2_DEC_CMD_STOP, false);
 	if (r) {
-		vu_log(VU_WARN, "stream %u: V4L2_DEC_CMD_STOP: %s", s->id, strerror(-r));
+		vu_log(VU_WARN, "stream %u: drain (STOP command): %s", s->id, strerror(-r));
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
 		return;
 	}
-	s->dec = VV_DEC_DRAINING;
+	s->flow = VV_FLOW_DRAINING;
 	s->drain_chain = *c;
 	s->drain_parked = true;
 	c->req = NULL;		/* owned by the parked copy now */
@@ -1368,6 +1498,19 @@ static void cmd_resource_create(struct vv_dev *d, struct vu_chain *c, const uint
 	respond_hdr(d, c, resp, s->id);
 }
 
+/* Bytes the guest can put in a resource: the one buffer, or all planes. */
+static uint64_t res_capacity(const struct vv_res *r)
+{
+	uint64_t n = 0;
+
+	if (r->layout == VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER)
+		return r->plane_len[0] - (r->plane_offsets[0] < r->plane_len[0] ? r->plane_offsets[0]
+										  : r->plane_len[0]);
+	for (unsigned p = 0; p < r->num_planes; p++)
+		n += r->plane_len[p];
+	return n;
+}
+
 static void cmd_resource_queue(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
 			       size_t len)
 {
@@ -1397,19 +1540,20 @@ static void cmd_resource_queue(struct vv_dev *d, struct vu_chain *c, const uint8
 		bytes += rd32(req + 28 + 4 * i);
 	if (qi == M2M_SRC) {
 		/* While draining, further input is refused (shared rules). */
-		if (s->dec == VV_DEC_DRAINING) {
+		if (s->flow == VV_FLOW_DRAINING) {
 			respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
 			return;
 		}
-		if (bytes == 0 || bytes > r->plane_len[0] ||
-		    r->plane_offsets[0] > r->plane_len[0] - bytes) {
+		if (bytes == 0 || bytes > res_capacity(r)) {
 			respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
 			return;
 		}
 		if (!q->allocated) {
 			unsigned count = VV_SRC_BUFFERS;
 
-			ret = m2m_alloc_buffers(&s->m2m, M2M_SRC, &count);
+			ret = m2m_get_fmt(&s->m2m, M2M_SRC, &q->alloc_pix);
+			if (!ret)
+				ret = m2m_alloc_buffers(&s->m2m, M2M_SRC, &count);
 			if (ret) {
 				vu_log(VU_WARN, "stream %u: REQBUFS output: %s", s->id, strerror(-ret));
 				respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, s->id);
@@ -1418,16 +1562,19 @@ static void cmd_resource_queue(struct vv_dev *d, struct vu_chain *c, const uint8
 			q->allocated = true;
 			queue_reset_pairs(q);
 		}
-		if (s->dec == VV_DEC_STOPPED) {
-			/* dev-decoder.rst, Drain: resume with DEC_CMD_START */
-			m2m_decoder_cmd(&s->m2m, V4L2_DEC_CMD_START, false);
-			s->dec = VV_DEC_DECODING;
+		if (s->flow == VV_FLOW_STOPPED) {
+			/* dev-decoder.rst / dev-encoder.rst, Drain: resume with START */
+			if (is_encoder(d))
+				m2m_encoder_cmd(&s->m2m, V4L2_ENC_CMD_START, false);
+			else
+				m2m_decoder_cmd(&s->m2m, V4L2_DEC_CMD_START, false);
+			s->flow = VV_FLOW_RUNNING;
 		}
 	} else if (!q->allocated || !s->m2m.streaming[M2M_DST]) {
 		if (!s->fmt_known) {
 			/* The guest queues capture buffers only after our
 			 * DECODER_RESOLUTION_CHANGED; keep them until then. */
-		} else if ((ret = dec_setup_capture(s))) {
+		} else if ((ret = setup_capture(s))) {
 			vu_log(VU_WARN, "stream %u: capture setup: %s", s->id, strerror(-ret));
 			respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, s->id);
 			return;
@@ -1447,14 +1594,14 @@ static void cmd_resource_queue(struct vv_dev *d, struct vu_chain *c, const uint8
 		       queue_type_name(rd32(req + 8)), id, r->bytes,
 		       (unsigned long long)r->timestamp);
 	if (qi == M2M_SRC) {
-		dec_feed_src(d, s);
+		feed_src(d, s);
 		if (!s->m2m.streaming[M2M_SRC] && q->in_driver) {
 			ret = m2m_streamon(&s->m2m, M2M_SRC);
 			if (ret)
 				vu_log(VU_WARN, "stream %u: STREAMON output: %s", s->id, strerror(-ret));
 		}
 	} else {
-		dec_feed_dst(d, s);
+		feed_dst(d, s);
 	}
 	wake_events(d);
 }
@@ -1504,18 +1651,38 @@ static void cmd_queue_clear(struct vv_dev *d, struct vu_chain *c, const uint8_t 
 	queue_flush(d, s, (enum m2m_queue)qi);
 	s->eos_pending = false;
 	s->error = false;
-	if (s->dec == VV_DEC_DRAINING || s->drain_parked)
+	if (s->flow == VV_FLOW_DRAINING || s->drain_parked)
 		drain_done(d, s);
-	if (s->dec == VV_DEC_STOPPED)
-		s->dec = s->fmt_known ? VV_DEC_DECODING : VV_DEC_INIT;
+	if (s->flow == VV_FLOW_STOPPED)
+		s->flow = s->fmt_known ? VV_FLOW_RUNNING : VV_FLOW_INIT;
 	respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
 	wake_events(d);
 }
 
-static void fill_params(struct vv_stream *s, int qi, struct virtio_video_params *p)
+/* The visible rectangle of a raw queue: the decoder's compose (read at
+ * SOURCE_CHANGE), the encoder's crop; the whole frame otherwise. */
+static struct virtio_video_crop visible_rect(struct vv_dev *d, struct vv_stream *s, int qi,
+					     const struct m2m_pix *pix)
+{
+	struct virtio_video_crop full = { 0, 0, htole32(pix->width), htole32(pix->height) };
+	struct m2m_rect r;
+
+	if (qi == (int)coded_queue(d))
+		return full;
+	if (!is_encoder(d))
+		return s->fmt_known ? s->crop : full;
+	if (m2m_get_selection(&s->m2m, M2M_SRC, V4L2_SEL_TGT_CROP, &r))
+		return full;
+	return (struct virtio_video_crop){ htole32((uint32_t)r.left), htole32((uint32_t)r.top),
+					   htole32(r.width), htole32(r.height) };
+}
+
+static void fill_params(struct vv_dev *d, struct vv_stream *s, int qi,
+			struct virtio_video_params *p)
 {
 	struct m2m_pix pix;
 	struct vv_plane pl[VIRTIO_VIDEO_MAX_PLANES];
+	uint32_t fps = s->frame_rate;
 	unsigned n;
 	int fi;
 
@@ -1530,11 +1697,10 @@ static void fill_params(struct vv_stream *s, int qi, struct virtio_video_params 
 	p->frame_height = htole32(pix.height);
 	p->min_buffers = htole32(s->min_bufs[qi]);
 	p->max_buffers = htole32(qi == M2M_SRC ? VV_MAX_RESOURCES : M2M_MAX_BUFFERS);
-	if (qi == M2M_DST && s->fmt_known)
-		p->crop = s->crop;
-	else
-		p->crop = (struct virtio_video_crop){ 0, 0, htole32(pix.width), htole32(pix.height) };
-	p->frame_rate = htole32(s->frame_rate);
+	p->crop = visible_rect(d, s, qi, &pix);
+	if (!fps)
+		m2m_get_frame_rate(&s->m2m, M2M_SRC, &fps);
+	p->frame_rate = htole32(fps);
 	n = host_planes(&pix, pl);
 	p->num_planes = htole32(n);
 	for (unsigned i = 0; i < n; i++) {
@@ -1557,9 +1723,51 @@ static void cmd_get_params(struct vv_dev *d, struct vu_chain *c, const uint8_t *
 	}
 	r.hdr.type = htole32(VIRTIO_VIDEO_RESP_OK_GET_PARAMS);
 	r.hdr.stream_id = htole32(s->id);
-	fill_params(s, qi, &r.params.base);
+	fill_params(d, s, qi, &r.params.base);
 	r.params.resource_type = htole32(VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES);
 	respond(d, c, &r, ext ? sizeof(r) : sizeof(struct virtio_video_get_params_resp));
+}
+
+/* Apply the guest's params to queue qi (format, size, crop, frame rate).
+ * What the codec adjusts is read back by the guest with GET_PARAMS. */
+static void apply_params(struct vv_dev *d, struct vv_stream *s, int qi, const uint8_t *p,
+			 uint32_t fourcc)
+{
+	bool raw = qi != (int)coded_queue(d);
+	struct m2m_pix pix;
+	int r;
+
+	if (m2m_get_fmt(&s->m2m, (enum m2m_queue)qi, &pix))
+		return;
+	pix.pixfmt = fourcc;
+	if (is_encoder(d) ? raw : !raw) {
+		/* the side whose size the guest decides */
+		if (rd32(p + 8) && rd32(p + 12)) {
+			pix.width = rd32(p + 8);
+			pix.height = rd32(p + 12);
+		}
+	}
+	if (!raw && rd32(p + 48))
+		pix.sizeimage[0] = rd32(p + 48);	/* plane_formats[0].plane_size */
+	r = m2m_set_fmt(&s->m2m, (enum m2m_queue)qi, &pix);
+	if (r)
+		vu_log(VU_WARN, "stream %u: S_FMT %s: %s", s->id, m2m_queue_name(qi), strerror(-r));
+	if (is_encoder(d) && raw) {
+		/* dev-encoder.rst, Initialization step 4: the visible area */
+		struct m2m_rect crop = { (int32_t)rd32(p + 24), (int32_t)rd32(p + 28),
+					 rd32(p + 32), rd32(p + 36) };
+
+		if (!crop.width || !crop.height)
+			crop = (struct m2m_rect){ 0, 0, pix.width, pix.height };
+		r = m2m_set_selection(&s->m2m, M2M_SRC, V4L2_SEL_TGT_CROP, &crop);
+		if (r)
+			vu_log(VU_WARN, "stream %u: crop %ux%u: %s", s->id, crop.width, crop.height,
+			       strerror(-r));
+		if (s->frame_rate)
+			m2m_set_frame_rate(&s->m2m, M2M_SRC, s->frame_rate);
+	}
+	if (!is_encoder(d) && raw)
+		dec_read_capture_format(s);
 }
 
 static void cmd_set_params(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
@@ -1569,68 +1777,178 @@ static void cmd_set_params(struct vv_dev *d, struct vu_chain *c, const uint8_t *
 	const uint8_t *p = req + 8;
 	int qi = queue_index(rd32(p));
 	int fi = fmt_by_virtio(rd32(p + 4));
-	struct m2m_pix pix;
 	uint32_t fps = rd32(p + 40);
-	int r;
 
-	if (qi < 0 || fi < 0 || is_coded(formats[fi].virtio) != (qi == M2M_SRC)) {
+	if (qi < 0 || fi < 0 || is_coded(formats[fi].virtio) != (qi == (int)coded_queue(d))) {
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
 		return;
 	}
 	if (fps)
 		s->frame_rate = fps;
-	/* Buffers allocated: the format is fixed until they are destroyed; the
-	 * guest reads back what applies with GET_PARAMS. */
-	if (s->q[qi].allocated || (qi == M2M_DST && !s->fmt_known)) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
-		return;
-	}
-	if (m2m_get_fmt(&s->m2m, (enum m2m_queue)qi, &pix) == 0) {
-		pix.pixfmt = formats[fi].fourcc;
-		if (qi == M2M_SRC) {
-			pix.width = rd32(p + 8);
-			pix.height = rd32(p + 12);
-			pix.sizeimage[0] = rd32(p + 48);
-		}
-		r = m2m_set_fmt(&s->m2m, (enum m2m_queue)qi, &pix);
-		if (r)
-			vu_log(VU_WARN, "stream %u: S_FMT %s: %s", s->id, queue_type_name(rd32(p)),
-			       strerror(-r));
-		if (qi == M2M_DST)
-			dec_read_capture_format(s);
-	}
+	/* Buffers allocated: the format is fixed until they are destroyed; a
+	 * decoder's capture format exists only after the first header. */
+	if (!s->q[qi].allocated && (qi != M2M_DST || s->fmt_known))
+		apply_params(d, s, qi, p, formats[fi].fourcc);
 	respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
 }
 
+/* ---- controls -------------------------------------------------------------- */
+
+/* Menu values: virtio enum value (base + i) <-> V4L2 menu index v4l2[i]. */
+struct vv_menu {
+	uint32_t format;	/* coded format the control belongs to */
+	uint32_t ctl;		/* VIRTIO_VIDEO_CONTROL_PROFILE or _LEVEL */
+	uint32_t cid;
+	uint32_t base;
+	unsigned n;
+	const uint8_t *v4l2;
+};
+
+static const uint8_t h264_profiles[] = {
+	V4L2_MPEG_VIDEO_H264_PROFILE_BASELINE, V4L2_MPEG_VIDEO_H264_PROFILE_MAIN,
+	V4L2_MPEG_VIDEO_H264_PROFILE_EXTENDED, V4L2_MPEG_VIDEO_H264_PROFILE_HIGH,
+	V4L2_MPEG_VIDEO_H264_PROFILE_HIGH_10, V4L2_MPEG_VIDEO_H264_PROFILE_HIGH_422,
+	V4L2_MPEG_VIDEO_H264_PROFILE_HIGH_444_PREDICTIVE,
+	V4L2_MPEG_VIDEO_H264_PROFILE_SCALABLE_BASELINE, V4L2_MPEG_VIDEO_H264_PROFILE_SCALABLE_HIGH,
+	V4L2_MPEG_VIDEO_H264_PROFILE_STEREO_HIGH, V4L2_MPEG_VIDEO_H264_PROFILE_MULTIVIEW_HIGH,
+};
+static const uint8_t h264_levels[] = {	/* virtio has no level 1b */
+	V4L2_MPEG_VIDEO_H264_LEVEL_1_0, V4L2_MPEG_VIDEO_H264_LEVEL_1_1,
+	V4L2_MPEG_VIDEO_H264_LEVEL_1_2, V4L2_MPEG_VIDEO_H264_LEVEL_1_3,
+	V4L2_MPEG_VIDEO_H264_LEVEL_2_0, V4L2_MPEG_VIDEO_H264_LEVEL_2_1,
+	V4L2_MPEG_VIDEO_H264_LEVEL_2_2, V4L2_MPEG_VIDEO_H264_LEVEL_3_0,
+	V4L2_MPEG_VIDEO_H264_LEVEL_3_1, V4L2_MPEG_VIDEO_H264_LEVEL_3_2,
+	V4L2_MPEG_VIDEO_H264_LEVEL_4_0, V4L2_MPEG_VIDEO_H264_LEVEL_4_1,
+	V4L2_MPEG_VIDEO_H264_LEVEL_4_2, V4L2_MPEG_VIDEO_H264_LEVEL_5_0,
+	V4L2_MPEG_VIDEO_H264_LEVEL_5_1,
+};
+static const uint8_t hevc_profiles[] = {
+	V4L2_MPEG_VIDEO_HEVC_PROFILE_MAIN, V4L2_MPEG_VIDEO_HEVC_PROFILE_MAIN_10,
+	V4L2_MPEG_VIDEO_HEVC_PROFILE_MAIN_STILL_PICTURE,
+};
+static const uint8_t vpx_profiles[] = { 0, 1, 2, 3 };
+
+#define MENU(f, c, cid, base, t) { f, c, cid, base, sizeof(t), t }
+static const struct vv_menu menus[] = {
+	MENU(VIRTIO_VIDEO_FORMAT_H264, VIRTIO_VIDEO_CONTROL_PROFILE,
+	     V4L2_CID_MPEG_VIDEO_H264_PROFILE, VIRTIO_VIDEO_PROFILE_H264_MIN, h264_profiles),
+	MENU(VIRTIO_VIDEO_FORMAT_H264, VIRTIO_VIDEO_CONTROL_LEVEL,
+	     V4L2_CID_MPEG_VIDEO_H264_LEVEL, VIRTIO_VIDEO_LEVEL_H264_MIN, h264_levels),
+	MENU(VIRTIO_VIDEO_FORMAT_HEVC, VIRTIO_VIDEO_CONTROL_PROFILE,
+	     V4L2_CID_MPEG_VIDEO_HEVC_PROFILE, VIRTIO_VIDEO_PROFILE_HEVC_MIN, hevc_profiles),
+	MENU(VIRTIO_VIDEO_FORMAT_VP8, VIRTIO_VIDEO_CONTROL_PROFILE,
+	     V4L2_CID_MPEG_VIDEO_VP8_PROFILE, VIRTIO_VIDEO_PROFILE_VP8_MIN, vpx_profiles),
+	MENU(VIRTIO_VIDEO_FORMAT_VP9, VIRTIO_VIDEO_CONTROL_PROFILE,
+	     V4L2_CID_MPEG_VIDEO_VP9_PROFILE, VIRTIO_VIDEO_PROFILE_VP9_MIN, vpx_profiles),
+};
+
+/* Plain controls: the same value on both sides (BITRATE_MODE: VBR 0, CBR 1
+ * in both enums). */
+static const struct {
+	uint32_t ctl, cid;
+} plain_ctrls[] = {
+	{ VIRTIO_VIDEO_CONTROL_BITRATE, V4L2_CID_MPEG_VIDEO_BITRATE },
+	{ VIRTIO_VIDEO_CONTROL_BITRATE_PEAK, V4L2_CID_MPEG_VIDEO_BITRATE_PEAK },
+	{ VIRTIO_VIDEO_CONTROL_BITRATE_MODE, V4L2_CID_MPEG_VIDEO_BITRATE_MODE },
+	{ VIRTIO_VIDEO_CONTROL_PREPEND_SPSPPS_TO_IDR, V4L2_CID_MPEG_VIDEO_PREPEND_SPSPPS_TO_IDR },
+	{ VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME, V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME },
+};
+
+static const struct vv_menu *menu_of(uint32_t format, uint32_t ctl)
+{
+	for (size_t i = 0; i < sizeof(menus) / sizeof(menus[0]); i++)
+		if (menus[i].format == format && menus[i].ctl == ctl)
+			return &menus[i];
+	return NULL;
+}
+
+static uint32_t plain_cid(uint32_t ctl)
+{
+	for (size_t i = 0; i < sizeof(plain_ctrls) / sizeof(plain_ctrls[0]); i++)
+		if (plain_ctrls[i].ctl == ctl)
+			return plain_ctrls[i].cid;
+	return 0;
+}
+
+static uint32_t ctl_error(int r)
+{
+	return r == -ERANGE || r == -EBUSY ? VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER
+					   : VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL;
+}
+
+/* QUERY_CONTROL: the profiles or levels the codec offers for a format
+ * (VIDIOC_QUERYCTRL + QUERYMENU on a scratch context of the device). */
 static void cmd_query_control(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
 			      size_t len)
 {
-	/* Profiles and levels exist for H.264/HEVC/VP8/VP9 codecs; a decoder
-	 * needs none of them to work, and FWHT has none. */
-	respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, rd32(req + 4));
+	uint32_t sid = rd32(req + 4);
+	const struct vv_menu *m = menu_of(rd32(req + 16), rd32(req + 8));
+	struct {
+		struct virtio_video_query_control_resp h;
+		le32 values[32];
+	} r = { 0 };
+	struct m2m_ctx ctx;
+	int32_t min, max, def;
+	uint32_t n = 0;
+
+	if (!m || m2m_open(&ctx, d->devpath, d->info.mplane)) {
+		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, sid);
+		return;
+	}
+	if (m2m_query_ctrl(&ctx, m->cid, &min, &max, &def) == 0)
+		for (unsigned i = 0; i < m->n && n < 32; i++)
+			if (m->v4l2[i] >= min && m->v4l2[i] <= max &&
+			    m2m_menu_has(&ctx, m->cid, m->v4l2[i]))
+				r.values[n++] = htole32(m->base + i);
+	m2m_close(&ctx);
+	if (!n) {
+		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, sid);
+		return;
+	}
+	r.h.hdr.type = htole32(VIRTIO_VIDEO_RESP_OK_QUERY_CONTROL);
+	r.h.hdr.stream_id = htole32(sid);
+	r.h.num = htole32(n);
+	respond(d, c, &r, sizeof(r.h) + 4 * n);
+}
+
+/* A decoder's PROFILE/LEVEL when its codec has no such control: the
+ * format's first, which the guest driver only uses as a default. */
+static int default_control(const struct vv_stream *s, uint32_t ctl, uint32_t *value)
+{
+	const struct vv_menu *m = menu_of(s->coded_format, ctl);
+
+	if (!m)
+		return -EINVAL;
+	*value = m->base;
+	return 0;
 }
 
 static void cmd_get_control(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
 			    size_t len)
 {
 	struct vv_stream *s = stream_find(d, rd32(req + 4));
-	uint32_t ctl = rd32(req + 8);
+	uint32_t ctl = rd32(req + 8), cid = plain_cid(ctl), value = 0;
+	const struct vv_menu *m = menu_of(s->coded_format, ctl);
 	struct virtio_video_get_control_resp r = { 0 };
-	uint32_t value;
+	int32_t v;
+	int ret = -EINVAL;
 
-	/* A decoder answers PROFILE/LEVEL with the coded format's baseline,
-	 * which the guest driver only uses as a default. */
-	if (ctl == VIRTIO_VIDEO_CONTROL_PROFILE && s->coded_format == VIRTIO_VIDEO_FORMAT_H264)
-		value = VIRTIO_VIDEO_PROFILE_H264_BASELINE;
-	else if (ctl == VIRTIO_VIDEO_CONTROL_PROFILE && s->coded_format == VIRTIO_VIDEO_FORMAT_HEVC)
-		value = VIRTIO_VIDEO_PROFILE_HEVC_MAIN;
-	else if (ctl == VIRTIO_VIDEO_CONTROL_PROFILE && s->coded_format == VIRTIO_VIDEO_FORMAT_VP8)
-		value = VIRTIO_VIDEO_PROFILE_VP8_PROFILE0;
-	else if (ctl == VIRTIO_VIDEO_CONTROL_PROFILE && s->coded_format == VIRTIO_VIDEO_FORMAT_VP9)
-		value = VIRTIO_VIDEO_PROFILE_VP9_PROFILE0;
-	else if (ctl == VIRTIO_VIDEO_CONTROL_LEVEL && s->coded_format == VIRTIO_VIDEO_FORMAT_H264)
-		value = VIRTIO_VIDEO_LEVEL_H264_1_0;
-	else {
+	if (m) {
+		ret = m2m_get_ctrl(&s->m2m, m->cid, &v);
+		for (unsigned i = 0; !ret && i < m->n; i++)
+			if (m->v4l2[i] == v) {
+				value = m->base + i;
+				break;
+			}
+		if (!ret && !value)
+			ret = -ERANGE;
+	} else if (cid && ctl != VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME) {
+		ret = m2m_get_ctrl(&s->m2m, cid, &v);
+		value = (uint32_t)v;
+	}
+	if (ret && !is_encoder(d))
+		ret = default_control(s, ctl, &value);
+	if (ret) {
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, s->id);
 		return;
 	}
@@ -1643,18 +1961,39 @@ static void cmd_get_control(struct vv_dev *d, struct vu_chain *c, const uint8_t 
 static void cmd_set_control(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
 			    size_t len)
 {
+	uint32_t ctl, value, cid;
+	const struct vv_menu *m;
+	struct vv_stream *s;
+	int ret = -EINVAL;
+
 	if (len != VIRTIO_VIDEO_SET_CONTROL_SHORT_SIZE &&
 	    len != sizeof(struct virtio_video_set_control)) {
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, rd32(req + 4));
 		return;
 	}
-	if (len == VIRTIO_VIDEO_SET_CONTROL_SHORT_SIZE &&
-	    rd32(req + 8) != VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, rd32(req + 4));
+	s = stream_find(d, rd32(req + 4));
+	ctl = rd32(req + 8);
+	/* FORCE_KEYFRAME may come without a value (16 bytes) */
+	if (len == VIRTIO_VIDEO_SET_CONTROL_SHORT_SIZE && ctl != VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME) {
+		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
 		return;
 	}
-	/* Decoders have no settable controls. */
-	respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, rd32(req + 4));
+	value = len == VIRTIO_VIDEO_SET_CONTROL_SHORT_SIZE ? 1 : rd32(req + 16);
+	m = menu_of(s->coded_format, ctl);
+	cid = plain_cid(ctl);
+	if (m) {
+		if (value < m->base || value - m->base >= m->n) {
+			respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
+			return;
+		}
+		ret = m2m_set_ctrl(&s->m2m, m->cid, m->v4l2[value - m->base]);
+	} else if (cid && value <= INT32_MAX) {
+		ret = m2m_set_ctrl(&s->m2m, cid, ctl == VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME ? 1
+											 : (int32_t)value);
+	}
+	if (ret)
+		vu_log(VU_DEBUG, "stream %u: control %u not applied: %s", s->id, ctl, strerror(-ret));
+	respond_hdr(d, c, ret ? ctl_error(ret) : VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
 }
 
 /* The dispatch table is the map of the protocol. */
@@ -1846,10 +2185,6 @@ static int probe_device(struct vv_dev *d, const char *path)
 		       role_name(d->info.role), role_name(d->info.role));
 		return -ENOTSUP;
 	}
-	if (d->info.role == M2M_ROLE_ENCODER) {
-		vu_log(VU_ERR, "%s is an encoder; encoding is not implemented yet", path);
-		return -ENOTSUP;
-	}
 	vu_log(VU_INFO, "%s: %s %s (%s, %s), %u coded and %u raw formats", path,
 	       d->info.driver, role_name(d->info.role), d->info.card,
 	       d->info.mplane ? "multi-planar" : "single-planar",
@@ -1864,22 +2199,48 @@ static int probe_device(struct vv_dev *d, const char *path)
 	return 0;
 }
 
-/* With no --v4l2-device, take the first stateful codec in sysfs order. */
-static const char *find_device(struct vv_dev *d)
+/* With no --v4l2-device, take the first stateful codec of a role this build
+ * serves, decoders first. */
+static const char *find_device(void)
 {
 	static char path[64];
 
-	for (int i = 0; i < 64; i++) {
-		struct m2m_info info;
+	for (int role = M2M_ROLE_DECODER; role <= M2M_ROLE_ENCODER; role++) {
+		for (int i = 0; i < 64 && role_built((enum m2m_role)role); i++) {
+			struct m2m_info info;
 
-		snprintf(path, sizeof(path), "/dev/video%d", i);
-		if (access(path, F_OK))
-			continue;
-		if (m2m_probe(path, &info) == 0 && role_built(info.role) &&
-		    info.role == M2M_ROLE_DECODER)
-			return path;
+			snprintf(path, sizeof(path), "/dev/video%d", i);
+			if (access(path, F_OK))
+				continue;
+			if (m2m_probe(path, &info) == 0 && info.role == (enum m2m_role)role)
+				return path;
+		}
 	}
 	return NULL;
+}
+
+/* --v4l2-ctrl=ID=VALUE: a V4L2 control set on every new stream, for codec
+ * settings virtio-video cannot express (e.g. GOP size, QP). */
+static int parse_ctrl(struct vv_dev *d, const char *arg)
+{
+	char *end;
+	unsigned long id;
+	long v;
+
+	errno = 0;
+	id = strtoul(arg, &end, 0);
+	if (errno || end == arg || *end != '=' || id == 0 || id > UINT32_MAX)
+		return -EINVAL;
+	arg = end + 1;
+	v = strtol(arg, &end, 0);
+	if (errno || end == arg || *end || v < INT32_MIN || v > INT32_MAX)
+		return -EINVAL;
+	if (d->n_ctrls == VV_MAX_USER_CTRLS)
+		return -E2BIG;
+	d->ctrls[d->n_ctrls].id = (uint32_t)id;
+	d->ctrls[d->n_ctrls].value = (int32_t)v;
+	d->n_ctrls++;
+	return 0;
 }
 
 static void usage(FILE *f)
@@ -1890,7 +2251,9 @@ static void usage(FILE *f)
 		"  -s, --socket-path=PATH   listen on this unix socket\n"
 		"      --fd=N               use inherited socket N (listening or connected)\n"
 		"  -d, --v4l2-device=DEV    the V4L2 codec node (default: the first\n"
-		"                           stateful decoder found in /dev/video*)\n"
+		"                           stateful decoder, else encoder, in /dev/video*)\n"
+		"      --v4l2-ctrl=ID=VAL   set V4L2 control ID (e.g. 0x009909cb, GOP size)\n"
+		"                           on every stream; repeatable\n"
 		"      --print-capabilities print the backend's capabilities as JSON and exit\n"
 		"  -v, --verbose            log commands; twice: buffers too\n"
 		"  -h, --help               this text\n"
@@ -1938,6 +2301,7 @@ int main(int argc, char **argv)
 		{ "socket-path", required_argument, NULL, 's' },
 		{ "fd", required_argument, NULL, 'f' },
 		{ "v4l2-device", required_argument, NULL, 'd' },
+		{ "v4l2-ctrl", required_argument, NULL, 'c' },
 		{ "print-capabilities", no_argument, NULL, 'p' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -1961,6 +2325,13 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'c':
+			if (parse_ctrl(&vv, optarg)) {
+				vu_log(VU_ERR, "--v4l2-ctrl: '%s' is not ID=VALUE (at most %d)", optarg,
+				       VV_MAX_USER_CTRLS);
+				return 2;
+			}
+			break;
 		case 'p': print_capabilities(); return 0;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("vhost-user-video %s\n", VUV_VERSION); return 0;
@@ -1975,8 +2346,8 @@ int main(int argc, char **argv)
 		vu_log(VU_ERR, "give exactly one of --socket-path and --fd (see --help)");
 		return 2;
 	}
-	if (!dev_path && !(dev_path = find_device(&vv))) {
-		vu_log(VU_ERR, "no V4L2 stateful decoder found in /dev/video*; use --v4l2-device");
+	if (!dev_path && !(dev_path = find_device())) {
+		vu_log(VU_ERR, "no V4L2 stateful codec found in /dev/video*; use --v4l2-device");
 		return 1;
 	}
 	if (probe_device(&vv, dev_path))
@@ -2013,7 +2384,8 @@ int main(int argc, char **argv)
 		vu_log(VU_ERR, "cannot start the event thread: %s", strerror(r));
 		return 1;
 	}
-	vu_log(VU_INFO, "serving %s on %s", role_name(vv.info.role),
+	vu_log(VU_INFO, "serving a %s (virtio-id=%d) on %s", role_name(vv.info.role),
+	       is_encoder(&vv) ? VIRTIO_ID_VIDEO_ENCODER : VIRTIO_ID_VIDEO_DECODER,
 	       sock_path ? sock_path : "an inherited socket");
 
 	r = vu_run(vv.vu, fd, sfd);
