@@ -21,6 +21,8 @@ STRIP ?= $(CROSS_COMPILE)strip
 ASAN_CC ?= gcc
 AWK ?= awk
 
+# Output directory. Another one (with another KCONFIG_CONFIG) builds another
+# configuration beside the default: make B=build/dec KCONFIG_CONFIG=configs/decoder_defconfig
 B := build
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
@@ -34,7 +36,7 @@ INSTALL ?= install
 # Cross toolchains without them: make KERNEL_HEADERS=/path/to/sysroot/usr/include
 KERNEL_HEADERS ?=
 ifeq ($(KERNEL_HEADERS),)
-  ifneq ($(filter-out help clean distclean defconfig olddefconfig savedefconfig menuconfig,$(or $(MAKECMDGOALS),all)),)
+  ifneq ($(filter-out help clean distclean defconfig %_defconfig olddefconfig savedefconfig menuconfig,$(or $(MAKECMDGOALS),all)),)
     HASH := \#
     CC_HAS_UAPI := $(shell printf '$(HASH)include <linux/videodev2.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo y)
   endif
@@ -48,8 +50,8 @@ endif
 
 # ---- configuration (Kconfig -> .config -> build/config.h) -------------------
 KCONFIG_AWK := $(AWK) -f scripts/kconfig.awk
-CONFIG_FILE := $(firstword $(wildcard .config) /dev/null)
--include .config
+KCONFIG_CONFIG ?= .config
+CONFIG_FILE := $(firstword $(wildcard $(KCONFIG_CONFIG)) /dev/null)
 
 # ---- flags: ours first, the user's CPPFLAGS/CFLAGS/LDFLAGS appended ---------
 VUV_CPPFLAGS := -D_GNU_SOURCE -DVUV_VERSION='"$(VERSION)"' -I$(B) -I.
@@ -76,7 +78,8 @@ endif
 .DELETE_ON_ERROR:
 .SUFFIXES:
 
-DAEMON := vhost-user-video
+# The default build puts the daemon at the top; other B directories keep theirs.
+DAEMON := $(if $(filter build,$(B)),vhost-user-video,$(B)/vhost-user-video)
 DAEMON_SRCS := vuvideo.c vu.c v4l2.c
 # Test programs: name -> sources. Each links what it tests, nothing more.
 TEST_PROGS := test_vu e2e_core e2e_dec vuvideo-front
@@ -98,9 +101,14 @@ $(B)/%.o: %.c $(B)/config.h $(if $(KINC),$(KINC)/.stamp) | $(B)/tests
 	$(quiet) CC $<
 	$(Q)$(CC) $(VUV_CPPFLAGS) $(VUV_KINC_FLAGS) $(CPPFLAGS) $(VUV_CFLAGS) $(CFLAGS) -c -o $@ $<
 
-$(B)/config.h: Kconfig scripts/kconfig.awk $(wildcard .config) | $(B)/tests
-	$(quiet) GEN $@
-	$(Q)$(KCONFIG_AWK) -v mode=header Kconfig $(CONFIG_FILE) > $@.tmp && mv $@.tmp $@
+# Regenerated on every run (which configuration file is used may change with
+# KCONFIG_CONFIG), but replaced only when its content changes.
+$(B)/config.h: FORCE | $(B)/tests
+	$(Q)$(KCONFIG_AWK) -v mode=header Kconfig $(CONFIG_FILE) > $@.tmp
+	$(Q)if cmp -s $@.tmp $@; then rm -f $@.tmp; else \
+		printf '  %-7s %s\n' GEN "$@ ($(CONFIG_FILE))"; mv $@.tmp $@; fi
+
+FORCE:
 
 $(B)/tests $(B)/asan/tests:
 	$(Q)mkdir -p $@
@@ -137,7 +145,12 @@ $(B)/asan/%.o: %.c $(B)/config.h | $(B)/asan/tests
 	$(quiet) CC "$< [asan]"
 	$(Q)$(ASAN_CC) $(VUV_CPPFLAGS) $(VUV_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
-tests: $(DAEMON) $(TEST_PROGS:%=$(B)/tests/%)
+tests: $(DAEMON) $(TEST_PROGS:%=$(B)/tests/%) trimmed
+
+# The one-role configurations, each in its own directory (make check tests them).
+trimmed:
+	$(Q)$(MAKE) --no-print-directory B=build/dec KCONFIG_CONFIG=configs/decoder_defconfig build/dec/vhost-user-video
+	$(Q)$(MAKE) --no-print-directory B=build/enc KCONFIG_CONFIG=configs/encoder_defconfig build/enc/vhost-user-video
 tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%)
 
 # `make check` first installs what a fresh Debian machine lacks (as root), then
@@ -169,12 +182,18 @@ bench:
 
 # ---- configuration targets ---------------------------------------------------
 defconfig:
-	$(Q)$(KCONFIG_AWK) -v mode=config Kconfig /dev/null > .config
-	@echo "wrote .config with the defaults"
+	$(Q)$(KCONFIG_AWK) -v mode=config Kconfig /dev/null > $(KCONFIG_CONFIG)
+	@echo "wrote $(KCONFIG_CONFIG) with the defaults"
+
+# configs/NAME_defconfig -> .config: decoder_defconfig, encoder_defconfig
+%_defconfig: configs/%_defconfig
+	$(Q)$(KCONFIG_AWK) -v mode=config Kconfig $< > $(KCONFIG_CONFIG)
+	@echo "wrote $(KCONFIG_CONFIG) from $<"
 
 olddefconfig:
-	$(Q)$(KCONFIG_AWK) -v mode=config Kconfig $(CONFIG_FILE) > .config.tmp && mv .config.tmp .config
-	@echo "wrote .config (new options take their defaults)"
+	$(Q)$(KCONFIG_AWK) -v mode=config Kconfig $(CONFIG_FILE) > $(KCONFIG_CONFIG).tmp && \
+		mv $(KCONFIG_CONFIG).tmp $(KCONFIG_CONFIG)
+	@echo "wrote $(KCONFIG_CONFIG) (new options take their defaults)"
 
 savedefconfig:
 	$(Q)$(KCONFIG_AWK) -v mode=save Kconfig $(CONFIG_FILE) > defconfig
@@ -197,21 +216,21 @@ menuconfig:
 # ---- install -------------------------------------------------------------------
 # Not stripped (distributions strip themselves); install-strip does.
 install: $(DAEMON)
-	$(INSTALL) -D -m 0755 $(DAEMON) $(DESTDIR)$(BINDIR)/$(DAEMON)
-	$(INSTALL) -D -m 0644 doc/$(DAEMON).1 $(DESTDIR)$(MANDIR)/man1/$(DAEMON).1
+	$(INSTALL) -D -m 0755 $(DAEMON) $(DESTDIR)$(BINDIR)/vhost-user-video
+	$(INSTALL) -D -m 0644 doc/vhost-user-video.1 $(DESTDIR)$(MANDIR)/man1/vhost-user-video.1
 	$(INSTALL) -d $(DESTDIR)$(DATADIR)/qemu/vhost-user
 	sed 's|@BINDIR@|$(BINDIR)|' doc/50-vhost-user-video.json > \
 		$(DESTDIR)$(DATADIR)/qemu/vhost-user/50-vhost-user-video.json
 
 install-strip: install
-	$(STRIP) $(DESTDIR)$(BINDIR)/$(DAEMON)
+	$(STRIP) $(DESTDIR)$(BINDIR)/vhost-user-video
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/$(DAEMON) $(DESTDIR)$(MANDIR)/man1/$(DAEMON).1 \
+	rm -f $(DESTDIR)$(BINDIR)/vhost-user-video $(DESTDIR)$(MANDIR)/man1/vhost-user-video.1 \
 		$(DESTDIR)$(DATADIR)/qemu/vhost-user/50-vhost-user-video.json
 
 clean:
-	rm -rf $(B) $(DAEMON)
+	rm -rf build vhost-user-video
 
 distclean: clean
 	rm -f .config .config.tmp defconfig
@@ -228,12 +247,13 @@ help:
 	@echo "  install        PREFIX=$(PREFIX) DESTDIR= BINDIR= MANDIR=; install-strip, uninstall"
 	@echo "  clean          remove build output; distclean also removes .config"
 	@echo "Configure (no Kconfig tool needed):"
-	@echo "  defconfig      .config with the defaults"
+	@echo "  defconfig      .config with the defaults (KCONFIG_CONFIG=FILE for another file)"
+	@echo "  decoder_defconfig, encoder_defconfig   a one-role build (configs/)"
 	@echo "  olddefconfig   fill in missing options of .config with their defaults"
 	@echo "  savedefconfig  write the options that differ from the defaults to ./defconfig"
 	@echo "  menuconfig     interactive (kconfig-mconf or python3 -m menuconfig)"
 
-.PHONY: all tests tests-asan check check-unit demo bench defconfig olddefconfig savedefconfig \
+.PHONY: FORCE all tests trimmed tests-asan check check-unit demo bench defconfig olddefconfig savedefconfig \
 	menuconfig install install-strip uninstall clean distclean help
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1086,8 +1086,8 @@ static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 		feed_src(d, s);
 		feed_dst(d, s);
 	}
-	if (revents & POLLPRI)
-		service_events(d, s);
+	if ((revents & POLLPRI) && !is_encoder(d))
+		service_events(d, s);	/* source change: decoders only */
 	if ((revents & (POLLHUP | POLLNVAL)) ||
 	    ((revents & POLLERR) && !progress && stream_wants_data(s)))
 		stream_error(d, s, "the V4L2 device reported an error");
@@ -2181,8 +2181,10 @@ static int probe_device(struct vv_dev *d, const char *path)
 		return r;
 	}
 	if (!role_built(d->info.role)) {
-		vu_log(VU_ERR, "%s is a %s, but this build has no %s support (Kconfig)", path,
-		       role_name(d->info.role), role_name(d->info.role));
+		vu_log(VU_ERR, "%s is a stateful %s, but this build has no %s support "
+		       "(Kconfig CONFIG_VUV_%s)", path, role_name(d->info.role),
+		       role_name(d->info.role),
+		       d->info.role == M2M_ROLE_ENCODER ? "ENCODER" : "DECODER");
 		return -ENOTSUP;
 	}
 	vu_log(VU_INFO, "%s: %s %s (%s, %s), %u coded and %u raw formats", path,

@@ -22,6 +22,25 @@ check "a missing device exits 1 with an error line" sh -c \
 	"out=\$($D --socket-path=/tmp/vuv-none.sock --v4l2-device=/nonexistent 2>&1); [ \$? = 1 ] && echo \"\$out\" | grep -q 'error: cannot open /nonexistent'"
 check "a non-V4L2 device is refused" sh -c "! $D --socket-path=/tmp/vuv-none.sock --v4l2-device=/dev/null 2>/dev/null"
 check "--fd refuses a non-number" sh -c "$D --fd=abc 2>/dev/null; [ \$? = 2 ]"
+check "--v4l2-ctrl refuses a malformed ID=VALUE" sh -c "$D --v4l2-ctrl=gop 2>/dev/null; [ \$? = 2 ]"
+
+echo "=== Kconfig-trimmed builds"
+declare -A marker=([decoder]="source change" [encoder]="smaller than a frame")
+for cfg in dec:decoder:encoder enc:encoder:decoder; do
+	IFS=: read -r dir role other <<<"$cfg"
+	bin=$B/$dir/vhost-user-video
+	check "$role-only build is static" sh -c "readelf -lW $bin | grep -q 'Requesting program interpreter' && exit 1 || true"
+	check "$role-only build reports only the $role" sh -c \
+		"$bin --print-capabilities | grep -q '\"$role\"' && ! $bin --print-capabilities | grep -q '\"$other\"'"
+	# a log message only the other role's code has; the full build has both
+	check "$role-only build has no ${other} code" sh -c \
+		"strings $D | grep -q '${marker[$other]}' && ! strings $bin | grep -q '${marker[$other]}'"
+done
+for bin in $D $B/dec/vhost-user-video $B/enc/vhost-user-video; do
+	strip -o "$B/stripped" "$bin"
+	echo "stripped size of $bin: $(stat -c %s "$B/stripped") bytes"
+done
+rm -f "$B/stripped"
 
 run_prog "unit: vhost-user engine" $B/tests/test_vu
 run_prog "unit: vhost-user engine (ASan+UBSan)" $B/asan/tests/test_vu

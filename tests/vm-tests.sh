@@ -20,10 +20,25 @@ for variant in static asan; do
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=67
 	run_prog "e2e core ($variant daemon)" $B/tests/e2e_core
-	if [ -x $B/tests/e2e_dec ]; then
-		run_prog "e2e decoder ($variant daemon)" $B/tests/e2e_dec
+	run_prog "e2e decoder ($variant daemon)" $B/tests/e2e_dec
+	if [ -x $B/tests/e2e_enc ]; then
+		run_prog "e2e encoder ($variant daemon)" $B/tests/e2e_enc
 	fi
 done
+
+# The Kconfig-trimmed builds: each serves its role, and refuses the other
+# role's node at start-up with a clear message.
+VUV_DAEMON=$PWD/$B/dec/vhost-user-video run_prog "e2e decoder (decoder-only build)" $B/tests/e2e_dec
+if [ -x $B/tests/e2e_enc ]; then
+	VUV_DAEMON=$PWD/$B/enc/vhost-user-video run_prog "e2e encoder (encoder-only build)" $B/tests/e2e_enc
+fi
+refuses() {
+	local out
+	out=$("$1" --socket-path=/tmp/vuv-role.sock --v4l2-device="$2" 2>&1) && return 1
+	echo "$out" | grep -q "this build has no $3 support"
+}
+check "decoder-only build refuses the encoder node" refuses $B/dec/vhost-user-video "${VICODEC_ENC}" encoder
+check "encoder-only build refuses the decoder node" refuses $B/enc/vhost-user-video "${VICODEC_DEC}" decoder
 
 echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
 [ "$TOTAL_FAIL" = 0 ]
