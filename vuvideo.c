@@ -134,7 +134,8 @@ struct vv_stream {
 	bool fmt_known;			/* capture format known (after SOURCE_CHANGE) */
 	bool change_pending;		/* resolution event waits for the LAST buffer */
 	bool error;			/* the codec failed: no more data polling */
-	bool drain_parked;
+	bool drain_parked;		/* a STREAM_DRAIN waits for its end */
+	bool drain_deferred;		/* ... and for its STOP command to be issued */
 	struct vu_chain drain_chain;
 	bool eos_pending;		/* next output resource goes back as empty EOS */
 	struct virtio_video_crop crop;
@@ -920,12 +921,28 @@ static uint32_t frame_flags(uint32_t v4l2_flags)
 	return f;
 }
 
+/* The frame type of a coded FWHT frame from its header, for drivers (vicodec
+ * 6.1) that set no KEYFRAME/PFRAME flag on encoded buffers: 44 bytes, magic
+ * 0x4f4f4f4f 0xffffffff, big-endian flags at byte 20. */
+static uint32_t fwht_frame_flags(const uint8_t *p, uint32_t len)
+{
+	static const uint8_t magic[8] = { 0x4f, 0x4f, 0x4f, 0x4f, 0xff, 0xff, 0xff, 0xff };
+	uint32_t flags;
+
+	if (len < 44 || memcmp(p, magic, sizeof(magic)))
+		return 0;
+	flags = (uint32_t)p[20] << 24 | (uint32_t)p[21] << 16 | (uint32_t)p[22] << 8 | p[23];
+	return (flags & V4L2_FWHT_FL_I_FRAME) ? VIRTIO_VIDEO_BUFFER_FLAG_IFRAME
+					      : VIRTIO_VIDEO_BUFFER_FLAG_PFRAME;
+}
+
 static void drain_done(struct vv_dev *d, struct vv_stream *s)
 {
 	if (s->drain_parked) {
 		respond_hdr(d, &s->drain_chain, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
 		s->drain_parked = false;
 	}
+	s->drain_deferred = false;
 	s->flow = VV_FLOW_STOPPED;
 }
 
@@ -973,6 +990,12 @@ static int dequeue_dst(struct vv_dev *d, struct vv_stream *s)
 		long n = empty ? 0 : is_encoder(d) ? copy_coded_out(d, s, r, &b)
 				   : copy_frame(d, s, r, M2M_DST, b.index, true);
 		uint32_t flags = frame_flags(b.flags);
+
+		if (is_encoder(d) && n > 0 && s->coded_format == VIRTIO_VIDEO_FORMAT_FWHT &&
+		    !(flags & (VIRTIO_VIDEO_BUFFER_FLAG_IFRAME | VIRTIO_VIDEO_BUFFER_FLAG_PFRAME |
+			       VIRTIO_VIDEO_BUFFER_FLAG_BFRAME)))
+			flags |= fwht_frame_flags((uint8_t *)s->m2m.map[M2M_DST][b.index][0].addr +
+						  b.data_offset[0], (uint32_t)n);
 
 		if (n < 0) {
 			vu_log(VU_WARN, "stream %u: output resource %u: %s", s->id, r->id,
@@ -1357,36 +1380,64 @@ static void cmd_stream_destroy(struct vv_dev *d, struct vu_chain *c, const uint8
 	respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, rd32(req + 4));
 }
 
-static void cmd_stream_drain(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-			     size_t len)
+/* Input the codec has not given back yet. */
+static bool input_pending(const struct vv_stream *s)
 {
-	struct vv_stream *s = stream_find(d, rd32(req + 4));
+	const struct vv_queue *q = &s->q[M2M_SRC];
+
+	for (unsigned i = 0; i < q->nres; i++)
+		if (q->res[i].queued)
+			return true;
+	return false;
+}
+
+/* Issue the STOP command of a requested drain once it can take effect:
+ * vicodec and the m2m helpers ignore it unless both queues stream
+ * (dev-decoder.rst / dev-encoder.rst, Drain, step 1). */
+static void drain_start(struct vv_dev *d, struct vv_stream *s)
+{
 	int r;
 
-	if (s->drain_parked || s->flow == VV_FLOW_DRAINING) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
+	if (!s->drain_deferred || !s->m2m.streaming[M2M_SRC] || !s->m2m.streaming[M2M_DST] ||
+	    s->flow != VV_FLOW_RUNNING)
 		return;
-	}
-	/* vicodec (and the m2m helpers) ignore STOP unless both queues stream:
-	 * then there is nothing in flight and the drain is already complete. */
-	if (!s->m2m.streaming[M2M_SRC] || !s->m2m.streaming[M2M_DST] ||
-	    s->flow != VV_FLOW_RUNNING) {
-		send_eos(d, s);
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
-		return;
-	}
+	s->drain_deferred = false;
 	r = is_encoder(d) ? m2m_encoder_cmd(&s->m2m, V4L2_ENC_CMD_STOP, false)
 			  : m2m_decoder_cmd(&s->m2m, V4L2_DEC_CMD_STOP, false);
 	if (r) {
 		vu_log(VU_WARN, "stream %u: drain (STOP command): %s", s->id, strerror(-r));
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
+		respond_hdr(d, &s->drain_chain, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
+		s->drain_parked = false;
 		return;
 	}
 	s->flow = VV_FLOW_DRAINING;
+	wake_events(d);
+}
+
+static void cmd_stream_drain(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
+			     size_t len)
+{
+	struct vv_stream *s = stream_find(d, rd32(req + 4));
+	bool ready = s->m2m.streaming[M2M_SRC] && s->m2m.streaming[M2M_DST] &&
+		     s->flow == VV_FLOW_RUNNING;
+
+	if (s->drain_parked) {
+		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
+		return;
+	}
+	if (!ready && !input_pending(s)) {
+		/* nothing in flight: the drain is complete already */
+		send_eos(d, s);
+		respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
+		return;
+	}
+	/* Answered when the LAST buffer comes; the STOP command waits until
+	 * both queues stream (e.g. the guest has not queued output yet). */
 	s->drain_chain = *c;
 	s->drain_parked = true;
+	s->drain_deferred = true;
 	c->req = NULL;		/* owned by the parked copy now */
-	wake_events(d);
+	drain_start(d, s);
 }
 
 /* Parse and check the mem entries of RESOURCE_CREATE into r. */
@@ -1540,7 +1591,7 @@ static void cmd_resource_queue(struct vv_dev *d, struct vu_chain *c, const uint8
 		bytes += rd32(req + 28 + 4 * i);
 	if (qi == M2M_SRC) {
 		/* While draining, further input is refused (shared rules). */
-		if (s->flow == VV_FLOW_DRAINING) {
+		if (s->drain_parked) {
 			respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
 			return;
 		}
@@ -1603,6 +1654,7 @@ static void cmd_resource_queue(struct vv_dev *d, struct vu_chain *c, const uint8
 	} else {
 		feed_dst(d, s);
 	}
+	drain_start(d, s);
 	wake_events(d);
 }
 
@@ -1770,6 +1822,24 @@ static void apply_params(struct vv_dev *d, struct vv_stream *s, int qi, const ui
 		dec_read_capture_format(s);
 }
 
+#define VV_MAX_DIM 16384u			/* frame width/height */
+#define VV_MAX_PLANE_SIZE (256u << 20)
+#define VV_MAX_FPS 1000u
+
+/* Bounds for what SET_PARAMS may hand to the codec; the codec adjusts values
+ * inside them, and the guest reads the result back with GET_PARAMS. */
+static bool params_sane(const uint8_t *p)
+{
+	uint32_t w = rd32(p + 8), h = rd32(p + 12);
+	uint32_t cl = rd32(p + 24), ct = rd32(p + 28), cw = rd32(p + 32), ch = rd32(p + 36);
+
+	if (w > VV_MAX_DIM || h > VV_MAX_DIM || rd32(p + 40) > VV_MAX_FPS ||
+	    rd32(p + 48) > VV_MAX_PLANE_SIZE)
+		return false;
+	/* a crop, when given, lies inside the frame */
+	return !cw || (cl <= w && cw <= w - cl && ct <= h && ch <= h - ct);
+}
+
 static void cmd_set_params(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
 			   size_t len)
 {
@@ -1779,7 +1849,8 @@ static void cmd_set_params(struct vv_dev *d, struct vu_chain *c, const uint8_t *
 	int fi = fmt_by_virtio(rd32(p + 4));
 	uint32_t fps = rd32(p + 40);
 
-	if (qi < 0 || fi < 0 || is_coded(formats[fi].virtio) != (qi == (int)coded_queue(d))) {
+	if (qi < 0 || fi < 0 || is_coded(formats[fi].virtio) != (qi == (int)coded_queue(d)) ||
+	    !params_sane(p)) {
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
 		return;
 	}

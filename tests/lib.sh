@@ -9,6 +9,9 @@ FAILED_PROGS=()
 run_prog() {
 	local name=$1 log rc line p f
 	shift
+	# test programs keep their work under /tmp/vuv-*: start each clean (in
+	# the VM, /tmp is a tmpfs of half the guest's memory)
+	[ "${VUV_IN_VM:-0}" != 1 ] || rm -rf /tmp/vuv-e2e-*
 	log=$(mktemp)
 	echo "=== $name"
 	set +e

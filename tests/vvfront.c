@@ -6,6 +6,7 @@
  *   vuvideo-front --socket /tmp/video.sock caps
  *   vuvideo-front --socket /tmp/video.sock raw-cmd 0x10d 1 0x100
  *   vuvideo-front --socket /tmp/video.sock decode clip.fwht out.yuv
+ *   vuvideo-front --socket /tmp/video.sock encode 640 480 raw.yu12 out.fwht
  *   vuvideo-front gen 640 480 60 raw.yu12
  *
  * Global options come before the subcommand; each subcommand is one entry of
@@ -23,6 +24,7 @@
 
 #include "vufront.h"
 #include "vvdec.h"
+#include "vvenc.h"
 
 #define PROG "vuvideo-front"
 
@@ -247,6 +249,69 @@ static int cmd_decode(struct vuf *v, int argc, char **argv)
 	return ret;
 }
 
+/* encode [--quiet] [--scatter] WIDTH HEIGHT RAW.yu12 OUT.fwht: play the
+ * guest driver's encode of raw YU12 frames of WIDTH x HEIGHT to FWHT; OUT
+ * gets the coded frames one after the other (a FWHT bitstream). */
+static int cmd_encode(struct vuf *v, int argc, char **argv)
+{
+	struct vvenc_opts o = { .timeout_ms = 60000 };
+	const struct vvenc_result *r;
+	struct vvenc_raw raw;
+	struct vvenc *e;
+	uint32_t w, h;
+	bool quiet = false;
+	char err[256];
+	FILE *out;
+	int i, ret = 0;
+
+	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "--quiet"))
+			quiet = true;
+		else if (!strcmp(argv[i], "--scatter"))
+			o.scatter = true;
+		else {
+			fprintf(stderr, PROG ": encode: unknown option %s\n", argv[i]);
+			return 2;
+		}
+	}
+	if (argc - i != 4 || parse_u32(argv[i], &w) || parse_u32(argv[i + 1], &h)) {
+		fprintf(stderr, PROG ": encode: WIDTH HEIGHT RAW.yu12 OUT.fwht expected\n");
+		return 2;
+	}
+	if (vvenc_raw_load(&raw, argv[i + 2], w, h, err, sizeof(err))) {
+		fprintf(stderr, PROG ": %s\n", err);
+		return 1;
+	}
+	out = fopen(argv[i + 3], "wb");
+	if (!out) {
+		fprintf(stderr, PROG ": cannot write %s: %s\n", argv[i + 3], strerror(errno));
+		vvenc_raw_free(&raw);
+		return 1;
+	}
+	o.verbose = !quiet;
+	e = vvenc_new(v, &raw, out, &o);
+	if (!e || vvenc_run_all(&e, 1))
+		ret = 1;
+	r = e ? vvenc_result(e) : NULL;
+	if (r && r->err[0])
+		fprintf(stderr, PROG ": %s\n", r->err);
+	if (fclose(out)) {
+		fprintf(stderr, PROG ": writing %s: %s\n", argv[i + 3], strerror(errno));
+		ret = 1;
+	}
+	if (!ret && r) {
+		if (!quiet)
+			printf("%u frames in, %u coded frames (%u keyframes), %llu bytes\n",
+			       r->frames_in, r->frames_out, r->keyframes,
+			       (unsigned long long)r->bytes_out);
+		printf("encoded %u frames in %.3f s: %.2f frames/s\n", r->frames_out, r->seconds,
+		       r->seconds > 0 ? r->frames_out / r->seconds : 0.0);
+	}
+	vvenc_free(e);
+	vvenc_raw_free(&raw);
+	return ret;
+}
+
 /* gen W H N FILE: raw YU12 test frames of our own (no daemon needed). */
 static int cmd_gen(struct vuf *v, int argc, char **argv)
 {
@@ -280,6 +345,8 @@ static const struct subcmd subcmds[] = {
 	  "send a header and little-endian words, print the response", false },
 	{ "decode", cmd_decode, "[--quiet] [--scatter] [--per-plane] [--streams N] IN.fwht OUT.yuv",
 	  "decode a FWHT clip as the guest driver would; print frames/s", false },
+	{ "encode", cmd_encode, "[--quiet] [--scatter] WIDTH HEIGHT RAW.yu12 OUT.fwht",
+	  "encode raw YU12 frames to FWHT as the guest driver would; print frames/s", false },
 	{ "gen", cmd_gen, "WIDTH HEIGHT FRAMES FILE", "write raw YU12 test frames (no daemon)", true },
 };
 
