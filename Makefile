@@ -85,9 +85,9 @@ DAEMON_SRCS := vuvideo.c vu.c v4l2.c
 TEST_PROGS := test_vu e2e_core e2e_dec e2e_enc vuvideo-front
 test_vu_SRCS := tests/test_vu.c vu.c
 e2e_core_SRCS := tests/e2e_core.c tests/vufront.c tests/tproc.c
-e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vufront.c tests/tproc.c
-e2e_enc_SRCS := tests/e2e_enc.c tests/vvenc.c tests/vvdec.c tests/vufront.c tests/tproc.c
-vuvideo-front_SRCS := tests/vvfront.c tests/vvenc.c tests/vvdec.c tests/vufront.c
+e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
+e2e_enc_SRCS := tests/e2e_enc.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
+vuvideo-front_SRCS := tests/vvfront.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c
 
 objs = $(patsubst %.c,$(1)/%.o,$(2))
 

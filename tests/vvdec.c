@@ -721,65 +721,73 @@ static bool active(const struct vvdec *d)
 	return d->state != ST_DONE && d->state != ST_FAILED;
 }
 
+/* ---- vvjob glue ---------------------------------------------------------------- */
+
+static void job_start(void *j)
+{
+	start(j);
+}
+
+static bool job_active(const void *j)
+{
+	return active(j);
+}
+
+static bool job_done(const void *j)
+{
+	return ((const struct vvdec *)j)->state == ST_DONE;
+}
+
+static uint32_t job_stream_id(const void *j)
+{
+	return ((const struct vvdec *)j)->o.stream_id;
+}
+
+static bool job_on_token(void *j, uint64_t tok)
+{
+	return on_token(j, tok);
+}
+
+static void job_on_event(void *j, const struct virtio_video_event *ev)
+{
+	struct vvdec *d = j;
+
+	if (ev->event_type == VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED)
+		on_resolution(d);
+	else
+		failf(d, "ERROR event from the device");
+	feed(d);
+}
+
+static void job_fail(void *j, const char *why)
+{
+	struct vvdec *d = j;
+
+	failf(d, "%s (state %d, %u frames in, %u out)", why, d->state, d->r.frames_in,
+	      d->r.frames_out);
+}
+
+const struct vvjob_ops vvdec_job_ops = {
+	.start = job_start,
+	.active = job_active,
+	.done = job_done,
+	.stream_id = job_stream_id,
+	.on_token = job_on_token,
+	.on_event = job_on_event,
+	.fail = job_fail,
+};
+
 int vvdec_run_all(struct vvdec **ds, unsigned n)
 {
-	struct vuf *v = n ? ds[0]->v : NULL;
-	double last = now_s();
-	int timeout = 20000;
-	bool any;
+	struct vvjob jobs[16];
+	int timeout = 0;
 
+	if (n == 0 || n > 16)
+		return -1;
 	for (unsigned i = 0; i < n; i++) {
-		start(ds[i]);
+		jobs[i] = (struct vvjob){ ds[i], &vvdec_job_ops };
 		if (ds[i]->o.timeout_ms > timeout)
 			timeout = ds[i]->o.timeout_ms;
 	}
-	for (;;) {
-		struct virtio_video_event ev;
-		uint64_t tok;
-		bool progress = false;
-
-		any = false;
-		for (unsigned i = 0; i < n; i++)
-			any |= active(ds[i]);
-		if (!any)
-			break;
-		while (vuf_event_wait(v, &ev, 0) >= 0) {
-			progress = true;
-			for (unsigned i = 0; i < n; i++) {
-				if (ds[i]->o.stream_id != ev.stream_id || !active(ds[i]))
-					continue;
-				if (ev.event_type == VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED)
-					on_resolution(ds[i]);
-				else
-					failf(ds[i], "ERROR event from the device");
-				feed(ds[i]);
-			}
-		}
-		if (vuf_wait_any(v, &tok, 20) == 0) {
-			bool mine = false;
-
-			progress = true;
-			for (unsigned i = 0; i < n && !mine; i++)
-				mine = active(ds[i]) && on_token(ds[i], tok);
-			if (!mine)	/* not a decoder's: collect and drop */
-				vuf_wait(v, tok, NULL, 0, 0);
-		}
-		if (v->ring_errors) {
-			for (unsigned i = 0; i < n; i++)
-				failf(ds[i], "ring errors: %s", vuf_error(v));
-		}
-		if (progress) {
-			last = now_s();
-		} else if ((now_s() - last) * 1000 > timeout) {
-			for (unsigned i = 0; i < n; i++)
-				if (active(ds[i]))
-					failf(ds[i], "no progress for %d ms (state %d, %u frames in, %u out)",
-					      timeout, ds[i]->state, ds[i]->r.frames_in,
-					      ds[i]->r.frames_out);
-		}
-	}
-	for (unsigned i = 0; i < n; i++)
-		if (ds[i]->state != ST_DONE)
-			return -1;
-	return 0;
+	return vvjob_run(ds[0]->v, jobs, n, timeout);
 }

@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "vufront.h"
+#include "vvjob.h"
 
 #define VVDEC_MAX_RES 32
 
@@ -79,9 +80,11 @@ const struct vvdec_result *vvdec_result(const struct vvdec *d);
  * (by timestamp), or -1. Valid after the run, k < frames_out. */
 int vvdec_frame_source(const struct vvdec *d, unsigned k);
 
-/* Run all decoders to completion; 0 if every one finished (drained + EOS +
- * destroyed), else -1 with each failure in its result's err. */
+/* Run all decoders (at most 16) to completion; 0 if every one finished
+ * (drained + EOS + destroyed), else -1 with each failure in its result's err.
+ * vvdec_job_ops runs a decoder as a vvjob, e.g. beside encoders. */
 int vvdec_run_all(struct vvdec **d, unsigned n);
+extern const struct vvjob_ops vvdec_job_ops;
 
 /* Timestamp the driver puts on input frame i (ns, a multiple of 1000 like a
  * V4L2 timeval converted to ns). */

@@ -815,67 +815,74 @@ static const char *state_name(enum vvenc_state s)
 	return names[s];
 }
 
+/* ---- vvjob glue ---------------------------------------------------------------- */
+
+static void job_start(void *j)
+{
+	start(j);
+}
+
+static bool job_active(const void *j)
+{
+	return active(j);
+}
+
+static bool job_done(const void *j)
+{
+	return ((const struct vvenc *)j)->state == ST_DONE;
+}
+
+static uint32_t job_stream_id(const void *j)
+{
+	return ((const struct vvenc *)j)->o.stream_id;
+}
+
+static bool job_on_token(void *j, uint64_t tok)
+{
+	return on_token(j, tok);
+}
+
+/* An encoder expects no event at all. */
+static void job_on_event(void *j, const struct virtio_video_event *ev)
+{
+	struct vvenc *e = j;
+
+	failf(e, "event 0x%x from the device (%s) after %u frames out", ev->event_type,
+	      ev->event_type == VIRTIO_VIDEO_EVENT_ERROR ? "ERROR" : "unexpected",
+	      e->r.frames_out);
+}
+
+static void job_fail(void *j, const char *why)
+{
+	struct vvenc *e = j;
+
+	failf(e, "%s (%s; %u frames sent, %u in, %u out, drain %s, EOS %s)", why,
+	      state_name(e->state), e->r.frames_sent, e->r.frames_in, e->r.frames_out,
+	      e->r.drained ? "answered" : e->drain_sent ? "pending" : "not sent",
+	      e->r.eos ? "seen" : "not seen");
+}
+
+const struct vvjob_ops vvenc_job_ops = {
+	.start = job_start,
+	.active = job_active,
+	.done = job_done,
+	.stream_id = job_stream_id,
+	.on_token = job_on_token,
+	.on_event = job_on_event,
+	.fail = job_fail,
+};
+
 int vvenc_run_all(struct vvenc **es, unsigned n)
 {
-	struct vuf *v = n ? es[0]->v : NULL;
-	double last = now_s();
+	struct vvjob jobs[16];
 	int timeout = 0;
-	bool any;
 
+	if (n == 0 || n > 16)
+		return -1;
 	for (unsigned i = 0; i < n; i++) {
-		start(es[i]);
+		jobs[i] = (struct vvjob){ es[i], &vvenc_job_ops };
 		if (es[i]->o.timeout_ms > timeout)
 			timeout = es[i]->o.timeout_ms;
 	}
-	for (;;) {
-		struct virtio_video_event ev;
-		uint64_t tok;
-		bool progress = false;
-
-		any = false;
-		for (unsigned i = 0; i < n; i++)
-			any |= active(es[i]);
-		if (!any)
-			break;
-		while (vuf_event_wait(v, &ev, 0) >= 0) {
-			progress = true;
-			for (unsigned i = 0; i < n; i++)
-				if (es[i]->o.stream_id == ev.stream_id && active(es[i]))
-					failf(es[i], "event 0x%x from the device (%s) after %u frames out",
-					      ev.event_type,
-					      ev.event_type == VIRTIO_VIDEO_EVENT_ERROR ? "ERROR"
-											: "unexpected",
-					      es[i]->r.frames_out);
-		}
-		if (vuf_wait_any(v, &tok, 20) == 0) {
-			bool mine = false;
-
-			progress = true;
-			for (unsigned i = 0; i < n && !mine; i++)
-				mine = active(es[i]) && on_token(es[i], tok);
-			if (!mine)	/* not an encoder's: collect and drop */
-				vuf_wait(v, tok, NULL, 0, 0);
-		}
-		if (v->ring_errors) {
-			for (unsigned i = 0; i < n; i++)
-				failf(es[i], "ring errors: %s", vuf_error(v));
-		}
-		if (progress) {
-			last = now_s();
-		} else if ((now_s() - last) * 1000 > timeout) {
-			for (unsigned i = 0; i < n; i++)
-				if (active(es[i]))
-					failf(es[i], "no progress for %d ms (%s; %u frames sent, %u in, "
-					      "%u out, drain %s, EOS %s)", timeout,
-					      state_name(es[i]->state), es[i]->r.frames_sent,
-					      es[i]->r.frames_in, es[i]->r.frames_out,
-					      es[i]->r.drained ? "answered" : es[i]->drain_sent ? "pending"
-											     : "not sent",
-					      es[i]->r.eos ? "seen" : "not seen");
-		}
-	}
-	for (unsigned i = 0; i < n; i++)
-		if (es[i]->state != ST_DONE)
-			return -1;
-	return 0;
+	return vvjob_run(es[0]->v, jobs, n, timeout);
 }

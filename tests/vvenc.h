@@ -22,6 +22,7 @@
 #include <stdio.h>
 
 #include "vufront.h"
+#include "vvjob.h"
 
 #define VVENC_MAX_RES 32
 
@@ -101,6 +102,7 @@ const struct vvenc_frame *vvenc_frame(const struct vvenc *e, unsigned k);
  * destroyed, or destroyed early by destroy_after), else -1 with each
  * failure in its result's err. */
 int vvenc_run_all(struct vvenc **e, unsigned n);
+extern const struct vvjob_ops vvenc_job_ops;
 
 /* Timestamp the driver puts on input frame i (ns, a multiple of 1000 like a
  * V4L2 timeval converted to ns); the same series as vvdec_ts. */
