@@ -153,6 +153,35 @@ struct vu_ctx {
 
 int vu_verbosity;
 
+/* Warnings are what a guest or frontend can make us repeat: at most
+ * VU_WARN_BURST a second, the next one says how many were dropped. */
+#define VU_WARN_BURST 20
+static bool warn_allowed(unsigned *missed)
+{
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static time_t window;
+	static unsigned used, dropped;
+	struct timespec ts;
+	bool ok;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	pthread_mutex_lock(&mu);
+	if (ts.tv_sec != window) {
+		window = ts.tv_sec;
+		used = 0;
+	}
+	ok = used < VU_WARN_BURST;
+	if (ok) {
+		used++;
+		*missed = dropped;
+		dropped = 0;
+	} else {
+		dropped++;
+	}
+	pthread_mutex_unlock(&mu);
+	return ok;
+}
+
 void vu_log(int level, const char *fmt, ...)
 {
 	static const char *const prefix[] = {
@@ -160,9 +189,12 @@ void vu_log(int level, const char *fmt, ...)
 	};
 	char line[1024];
 	int saved = errno, n;
+	unsigned missed = 0;
 	va_list ap;
 
 	if (level > VU_INFO && level - VU_INFO > vu_verbosity)
+		return;
+	if (level == VU_WARN && !warn_allowed(&missed))
 		return;
 	n = snprintf(line, sizeof(line), "vhost-user-video: %s",
 		     level >= 0 && level <= VU_WARN ? prefix[level] : "");
@@ -170,6 +202,11 @@ void vu_log(int level, const char *fmt, ...)
 	vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
 	va_end(ap);
 	n = strlen(line);
+	if (missed)
+		n += snprintf(line + n, sizeof(line) - n - 1, " (%u warnings suppressed before)",
+			      missed);
+	if (n > (int)sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
 	/* One write per line, so that lines of two threads never interleave. */
 	if (write(STDERR_FILENO, line, n) < 0)
