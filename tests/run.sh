@@ -42,6 +42,12 @@ for bin in $D $B/dec/vhost-user-video $B/enc/vhost-user-video; do
 done
 rm -f "$B/stripped"
 
+# The aarch64 cross build: in CI (or with VUV_CROSS=1); it installs a cross
+# toolchain and adds the arm64 dpkg architecture, so not by default.
+if [ "${CI:-}" = true ] || [ "${VUV_CROSS:-0}" = 1 ]; then
+	run_prog "aarch64 cross build" tests/cross.sh
+fi
+
 run_prog "unit: vhost-user engine" $B/tests/test_vu
 run_prog "unit: vhost-user engine (ASan+UBSan)" $B/asan/tests/test_vu
 run_prog "unit: vhost-user engine (valgrind)" \
