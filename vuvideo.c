@@ -2333,14 +2333,32 @@ static void usage(FILE *f)
 		"  -V, --version            print the version\n");
 }
 
-static void print_capabilities(void)
+/* vhost-user.rst, backend program conventions: JSON on stdout. "features"
+ * are the roles this build serves; with --v4l2-device, the node's role and
+ * the virtio device id QEMU must be given for it. */
+static int print_capabilities(const char *dev_path)
 {
+	struct m2m_info info;
+	int r = 0;
+
 	printf("{\n  \"type\": \"video\",\n  \"features\": [");
 	if (CONFIG_VUV_DECODER)
 		printf("\n    \"decoder\"%s", CONFIG_VUV_ENCODER ? "," : "");
 	if (CONFIG_VUV_ENCODER)
 		printf("\n    \"encoder\"");
-	printf("\n  ]\n}\n");
+	printf("\n  ]");
+	if (dev_path) {
+		r = m2m_probe(dev_path, &info);
+		if (!r && role_built(info.role))
+			printf(",\n  \"device\": \"%s\",\n  \"role\": \"%s\",\n  \"virtio-id\": %d",
+			       dev_path, role_name(info.role),
+			       info.role == M2M_ROLE_ENCODER ? VIRTIO_ID_VIDEO_ENCODER
+							     : VIRTIO_ID_VIDEO_DECODER);
+		else
+			vu_log(VU_ERR, "%s: %s", dev_path, r ? strerror(-r) : "not a codec this build serves");
+	}
+	printf("\n}\n");
+	return r || (dev_path && !role_built(info.role)) ? 1 : 0;
 }
 
 static int parse_fd(const char *s)
@@ -2382,6 +2400,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sock_path = NULL, *dev_path = NULL;
+	bool print_caps = false;
 	int fd = -1, opt, sfd, r;
 	sigset_t sigs;
 
@@ -2405,7 +2424,7 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
-		case 'p': print_capabilities(); return 0;
+		case 'p': print_caps = true; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("vhost-user-video %s\n", VUV_VERSION); return 0;
 		default: usage(stderr); return 2;
@@ -2415,6 +2434,8 @@ int main(int argc, char **argv)
 		vu_log(VU_ERR, "unexpected argument '%s'", argv[optind]);
 		return 2;
 	}
+	if (print_caps)
+		return print_capabilities(dev_path);
 	if (!!sock_path == (fd >= 0)) {
 		vu_log(VU_ERR, "give exactly one of --socket-path and --fd (see --help)");
 		return 2;

@@ -37,6 +37,10 @@ refuses() {
 	out=$("$1" --socket-path=/tmp/vuv-role.sock --v4l2-device="$2" 2>&1) && return 1
 	echo "$out" | grep -q "this build has no $3 support"
 }
+check "--print-capabilities reports the decoder node as virtio-id 31" sh -c \
+	"./vhost-user-video --print-capabilities --v4l2-device=$VICODEC_DEC | tr -d ' \n' | grep -q '\"role\":\"decoder\",\"virtio-id\":31'"
+check "--print-capabilities reports the encoder node as virtio-id 30" sh -c \
+	"./vhost-user-video --print-capabilities --v4l2-device=$VICODEC_ENC | tr -d ' \n' | grep -q '\"role\":\"encoder\",\"virtio-id\":30'"
 check "decoder-only build refuses the encoder node" refuses $B/dec/vhost-user-video "${VICODEC_ENC}" encoder
 check "encoder-only build refuses the decoder node" refuses $B/enc/vhost-user-video "${VICODEC_DEC}" decoder
 
