@@ -22,8 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -835,6 +837,56 @@ static int t_sigterm_idle(void)
 	return sigterm_exits();
 }
 
+/* --fd=N with an inherited listening socket (systemd socket activation, an
+ * init script that owns the socket): two frontends in a row, then SIGTERM. */
+static int t_inherited_listen_fd(void)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct tdaemon t = { .pid = -1 };
+	char dev_arg[300];
+	int lfd, st, r = 0;
+
+	if ((size_t)snprintf(a.sun_path, sizeof(a.sun_path), "%s/inherited.sock", dir) >=
+	    sizeof(a.sun_path))
+		return failf("socket path too long under %s", dir);
+	unlink(a.sun_path);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(lfd >= 0, "socket: %s", strerror(errno));
+	if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 1)) {
+		close(lfd);
+		return failf("bind/listen %s: %s", a.sun_path, strerror(errno));
+	}
+	snprintf(dev_arg, sizeof(dev_arg), "--v4l2-device=%s", device);
+	snprintf(t.sock, sizeof(t.sock), "%s", a.sun_path);
+	t.pid = fork();
+	if (t.pid == 0) {
+		int log = open(td.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		if (log >= 0) {
+			dup2(log, 1);
+			dup2(log, 2);
+		}
+		dup2(lfd, 3);	/* the copy has no CLOEXEC */
+		execl(daemon_path, daemon_path, "--fd=3", dev_arg, (char *)NULL);
+		_exit(127);
+	}
+	close(lfd);
+	CHECK(t.pid > 0, "fork: %s", strerror(errno));
+	for (int round = 0; round < 2 && !r; round++) {
+		char err[512];
+		struct vuf *v = vuf_open(a.sun_path, NULL, err, sizeof(err));
+
+		r = v ? finish(v, caps_ok(v, round ? "second frontend" : "first frontend"))
+		      : failf("frontend %d on the inherited socket: %s", round + 1, err);
+	}
+	if (tdaemon_stop(&t, SIGTERM, EXIT_WAIT_MS, &st) < 0)
+		return r ? r : failf("still running %d ms after SIGTERM", EXIT_WAIT_MS);
+	if (!r && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+		r = failf("after SIGTERM: %s", (t_describe_status(st, why, sizeof(why)), why));
+	unlink(a.sun_path);
+	return r;
+}
+
 /* ---- runner ------------------------------------------------------------------------------ */
 
 struct tcase {
@@ -865,6 +917,7 @@ static const struct tcase cases[] = {
 	{ "clean_stop_restart", t_clean_stop, true },
 	{ "sigterm_connected", t_sigterm_connected, true },
 	{ "sigterm_idle", t_sigterm_idle, true },
+	{ "inherited_listening_fd", t_inherited_listen_fd, false },
 };
 
 static void on_watchdog(int sig)
