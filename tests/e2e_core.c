@@ -866,7 +866,11 @@ static int t_inherited_listen_fd(void)
 			dup2(log, 1);
 			dup2(log, 2);
 		}
-		dup2(lfd, 3);	/* the copy has no CLOEXEC */
+		/* fd 3 without CLOEXEC: dup2 gives that, except onto itself */
+		if (lfd == 3)
+			fcntl(3, F_SETFD, 0);
+		else
+			dup2(lfd, 3);
 		execl(daemon_path, daemon_path, "--fd=3", dev_arg, (char *)NULL);
 		_exit(127);
 	}
