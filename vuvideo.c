@@ -152,7 +152,6 @@ struct vv_dev {
 	unsigned n_ctrls;
 	struct { uint32_t id; int32_t value; } ctrls[VV_MAX_USER_CTRLS];
 	struct m2m_info info;
-	bool non_contig;
 	struct vv_stream streams[CONFIG_VUV_MAX_STREAMS];
 	struct virtio_video_event backlog[VV_EVENT_BACKLOG];
 	unsigned backlog_len;
@@ -2447,7 +2446,6 @@ int main(int argc, char **argv)
 	if (probe_device(&vv, dev_path))
 		return 1;
 	vv.devpath = dev_path;
-	vv.non_contig = true;
 	vv_ops.features = (1ull << VIRTIO_VIDEO_F_RESOURCE_GUEST_PAGES) |
 			  (1ull << VIRTIO_VIDEO_F_RESOURCE_NON_CONTIG);
 
