@@ -462,6 +462,52 @@ static bool case_log_format(void)
 	return true;
 }
 
+static void wait_next_second(void)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while (t.tv_sec == t0.tv_sec);
+}
+
+/* Warnings (what a guest can provoke) are rate-limited; errors are not, and
+ * the next warning let through says how many were dropped. */
+static bool case_log_rate_limit(void)
+{
+	int p[2], saved = dup(2), warn = 0, err = 0;
+	static char buf[32768];
+	ssize_t n;
+
+	CHECK(pipe2(p, O_NONBLOCK) == 0 && saved >= 0, "pipe");
+	wait_next_second();
+	dup2(p[1], 2);
+	for (int i = 0; i < 100; i++)
+		vu_log(VU_WARN, "flood %d", i);
+	for (int i = 0; i < 3; i++)
+		vu_log(VU_ERR, "error %d", i);
+	wait_next_second();
+	vu_log(VU_WARN, "after");
+	dup2(saved, 2);
+	close(saved);
+	n = read(p[0], buf, sizeof(buf) - 1);
+	close(p[0]);
+	close(p[1]);
+	CHECK(n > 0, "nothing logged");
+	buf[n] = 0;
+	for (char *l = strtok(buf, "\n"); l; l = strtok(NULL, "\n")) {
+		warn += !strncmp(l, "vhost-user-video: warning: flood", 32);
+		err += !strncmp(l, "vhost-user-video: error: error", 30);
+		if (!strncmp(l, "vhost-user-video: warning: after", 32))
+			CHECK(strstr(l, "(80 warnings suppressed before)"), "got '%s'", l);
+	}
+	CHECK(warn == 20, "%d of 100 warnings in one second got through, expected 20", warn);
+	CHECK(err == 3, "%d of 3 errors logged", err);
+	return true;
+}
+
 static bool case_listen(void)
 {
 	char dir[] = "/tmp/test_vu.XXXXXX", path[64];
@@ -1427,7 +1473,7 @@ int main(void)
 		bool (*fn)(void);
 	} cases[] = {
 #define C(n) { #n, case_##n }
-		C(log_format), C(listen), C(features), C(protocol_features), C(qemu_handshake),
+		C(log_format), C(log_rate_limit), C(listen), C(features), C(protocol_features), C(qemu_handshake),
 		C(enable_semantics), C(get_config), C(reply_ack), C(mem_table),
 		C(add_rem_mem_reg),
 		C(msg_hangup), C(msg_short_header), C(msg_hangup_mid_payload),
