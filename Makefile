@@ -118,7 +118,8 @@ $(KINC)/.stamp:
 	$(quiet) KINC "$(or $(UAPI_ASM),no asm/ headers found for $(TARGET_TRIPLE))"
 	$(Q)test -n "$(UAPI_ASM)" -a -d /usr/include/linux || { \
 		echo "error: no kernel uapi headers for $(CC) ($(TARGET_TRIPLE));" \
-		     "install linux-libc-dev (or the cross one), or set KERNEL_HEADERS=DIR" >&2; exit 1; }
+		     "install linux-libc-dev (cross: e.g. linux-libc-dev-arm64-cross)," \
+		     "or set KERNEL_HEADERS=DIR" >&2; exit 1; }
 	$(Q)mkdir -p $(KINC)
 	$(Q)ln -sfn /usr/include/linux $(KINC)/linux
 	$(Q)ln -sfn /usr/include/asm-generic $(KINC)/asm-generic
