@@ -1445,22 +1445,30 @@ static int wait_done(struct vuf *v, unsigned qi, struct vuf_slot *target,
 			if (read(q->call_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
 				return fail(v, -errno, "read call fd: %s", strerror(errno));
 	}
-	vuf_reap(v, qi);
-	if (target ? target->done : first_done(v, qi) != NULL) {
-		/* The device fills the used ring first and signals the call
-		 * eventfd right after: give the signal a moment before calling
-		 * it missing. */
+	/*
+	 * Timed out without a call. Is there a completion the device did not
+	 * signal? Look at used->idx WITHOUT consuming: vuf_reap moves
+	 * used_event past what it takes, which lets the device skip that
+	 * entry's call legitimately (EVENT_IDX). The device writes used->idx
+	 * first and signals right after, so give the signal a moment; only an
+	 * entry that stays unsignalled is the device's fault.
+	 */
+	if (le16toh(__atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE)) != q->last_used) {
 		struct pollfd pc = { q->call_fd, POLLIN, 0 };
 		uint64_t cnt;
 
-		if (poll(&pc, 1, 500) == 1) {
-			if (read(q->call_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-				return fail(v, -errno, "read call fd: %s", strerror(errno));
-			*found = target ? target : first_done(v, qi);
-			return 0;
+		if (poll(&pc, 1, 500) != 1) {
+			vuf_reap(v, qi);
+			ring_error(v, "queue %u: chain completed without a call notification", qi);
+			return -EPROTO;
 		}
-		ring_error(v, "queue %u: chain completed without a call notification", qi);
-		return -EPROTO;
+		if (read(q->call_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+			return fail(v, -errno, "read call fd: %s", strerror(errno));
+	}
+	vuf_reap(v, qi);
+	if (target ? target->done : first_done(v, qi) != NULL) {
+		*found = target ? target : first_done(v, qi);
+		return 0;
 	}
 	return fail(v, -ETIMEDOUT, "queue %u: no completion within %d ms", qi, timeout_ms);
 }
