@@ -64,6 +64,9 @@
 #define VV_MAX_ENTRIES 16384		/* mem entries per resource */
 #define VV_EVENT_BACKLOG 64
 #define VV_SRC_BUFFERS 8		/* V4L2 bitstream buffers per stream */
+#define VV_MAX_DIM 16384u		/* SET_PARAMS frame width/height */
+#define VV_MAX_PLANE_SIZE (256u << 20)	/* a plane, or the data of one buffer */
+#define VV_MAX_FPS 1000u
 
 /* Per-buffer log lines exist only with CONFIG_VUV_VERBOSE_BUFFERS. */
 #define VUV_TRACE_ON (CONFIG_VUV_VERBOSE_BUFFERS && vu_verbosity >= 2)
@@ -1594,7 +1597,9 @@ static void cmd_resource_queue(struct vv_dev *d, struct vu_chain *c, const uint8
 			respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
 			return;
 		}
-		if (bytes == 0 || bytes > res_capacity(r)) {
+		/* bounded before it is narrowed: repeated mem entries can make
+		 * a resource's capacity exceed 4 GiB */
+		if (bytes == 0 || bytes > res_capacity(r) || bytes > VV_MAX_PLANE_SIZE) {
 			respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
 			return;
 		}
@@ -1821,9 +1826,6 @@ static void apply_params(struct vv_dev *d, struct vv_stream *s, int qi, const ui
 		dec_read_capture_format(s);
 }
 
-#define VV_MAX_DIM 16384u			/* frame width/height */
-#define VV_MAX_PLANE_SIZE (256u << 20)
-#define VV_MAX_FPS 1000u
 
 /* Bounds for what SET_PARAMS may hand to the codec; the codec adjusts values
  * inside them, and the guest reads the result back with GET_PARAMS. */
