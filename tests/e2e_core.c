@@ -46,22 +46,9 @@
 static const char *daemon_path, *device;
 static char dir[256];
 static struct tdaemon td = { .pid = -1 };
-static char why[1024];
 
 /* ---- helpers -------------------------------------------------------------------- */
 
-__attribute__((format(printf, 1, 2)))
-static int failf(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-#define CHECK(cond, ...) do { if (!(cond)) return failf(__VA_ARGS__); } while (0)
 
 /* Start the daemon on DIR/x.sock, logging to DIR/x.log (appended). */
 static int start_daemon(void)

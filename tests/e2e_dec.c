@@ -25,38 +25,10 @@
 static const char *daemon_path, *dec_node, *enc_node;
 static const char *work = "/tmp/vuv-e2e-dec";
 static struct tdaemon dmn = { .pid = -1 };
-static char why[1024];
 static unsigned npass, nfail;
 
-__attribute__((format(printf, 1, 2)))
-static int failf(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-#define CHECK(cond, ...) do { if (!(cond)) return failf(__VA_ARGS__); } while (0)
 
 /* ---- content --------------------------------------------------------------- */
-
-static int sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-	int st;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	st = system(cmd);
-	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st))
-		return failf("command failed: %s", cmd);
-	return 0;
-}
 
 /* raw -> FWHT with v4l2-ctl on the stateful encoder (1080p needs the crop
  * selection, or the frames drift), then the reference decode with v4l2-ctl
@@ -82,26 +54,6 @@ static int ref_decode(const char *name)
 	return sh("timeout 300 v4l2-ctl -d %s --stream-out-mmap --stream-mmap "
 		  "--stream-from %s/%s.fwht --stream-to %s/%s.ref >%s/%s.dec.log 2>&1",
 		  dec_node, work, name, work, name, work, name);
-}
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *b = NULL;
-	long n;
-
-	if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET))
-		goto out;
-	b = malloc((size_t)n + 1);
-	if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-		free(b);
-		b = NULL;
-	}
-	*len = (size_t)n;
-out:
-	if (f)
-		fclose(f);
-	return b;
 }
 
 static int compare_files(const char *got, const char *want)

@@ -32,21 +32,8 @@ static const char *daemon_path, *dec_node, *enc_node;
 static const char *work = "/tmp/vuv-e2e-enc";
 static struct tdaemon dmn = { .pid = -1 };
 static const struct tdaemon *extra_log;	/* a second daemon whose log helps */
-static char why[1024];
 static unsigned npass, nfail;
 
-__attribute__((format(printf, 1, 2)))
-static int failf(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-#define CHECK(cond, ...) do { if (!(cond)) return failf(__VA_ARGS__); } while (0)
 
 __attribute__((format(printf, 1, 2)))
 static void note(const char *fmt, ...)
@@ -80,21 +67,6 @@ static const struct clip *find_clip(const char *name)
 	return NULL;
 }
 
-static int sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-	int st;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	st = system(cmd);
-	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st))
-		return failf("command failed: %s", cmd);
-	return 0;
-}
-
 /* FWHT -> raw with v4l2-ctl on the stateful decoder (the visible frames). */
 static int v4l2_decode(const char *in, const char *out)
 {
@@ -121,27 +93,6 @@ static int make_clip(const struct clip *c)
 	       ">%s.enc.log 2>&1", enc_node, c->w, c->h, c->w, c->h, raw, fwht, fwht))
 		return -1;
 	return v4l2_decode(fwht, yuv);
-}
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *b = NULL;
-	long n;
-
-	*len = 0;
-	if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET))
-		goto out;
-	b = malloc((size_t)n + 1);
-	if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-		free(b);
-		b = NULL;
-	}
-	*len = (size_t)n;
-out:
-	if (f)
-		fclose(f);
-	return b;
 }
 
 /* 0 if equal; else -1 with *at = the first differing byte (or -2 if

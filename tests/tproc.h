@@ -35,4 +35,14 @@ int tdaemon_stop(struct tdaemon *t, int sig, int timeout_ms, int *st);
 /* The last bytes of the daemon's log, indented, to f. */
 void tdaemon_log_tail(const struct tdaemon *t, FILE *f);
 
+/* The failure message of the case being run, and the ways to set it. */
+extern char why[1024];
+int failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define CHECK(cond, ...) do { if (!(cond)) return failf(__VA_ARGS__); } while (0)
+
+/* Run a shell command (printf format); 0, or -1 with why set. */
+int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A whole file in memory (malloc, one spare byte), or NULL. */
+uint8_t *slurp(const char *path, size_t *len);
+
 #endif
