@@ -41,10 +41,17 @@ readonly ALL_CASES="l1-compliance-dec l1-compliance-enc kill dec-640 dec-1080 de
 # vicodec/v4l-utils, by test name; any other failure fails the case, and one
 # of these that passes is reported. Keys: CASE or CASE.single / CASE.multi.
 declare -A EXPECTED_FAILS=(
-	[l1-compliance-dec]="VIDIOC_ENUM_FMT/FRAMESIZES/FRAMEINTERVALS|VIDIOC_G/S_PARM|VIDIOC_G_FMT|VIDIOC_TRY_FMT|VIDIOC_S_FMT"
-	[l1-compliance-enc]=""
-	[compliance-dec]="VIDIOC_QUERYCAP|MC information (see 'Media Driver Info' above)|VIDIOC_ENUM_FMT/FRAMESIZES/FRAMEINTERVALS|VIDIOC_G/S/ENUM_INPUT|VIDIOC_G/S_PARM|VIDIOC_G_FMT|VIDIOC_TRY_FMT|VIDIOC_S_FMT|Cropping|Composing|Scaling|VIDIOC_EXPBUF|VIDIOC_DQEVENT"
-	[compliance-enc]="VIDIOC_QUERYCAP|MC information (see 'Media Driver Info' above)|VIDIOC_ENUM_FMT/FRAMESIZES/FRAMEINTERVALS|VIDIOC_G/S_PARM|Cropping|Composing|Scaling|VIDIOC_EXPBUF"
+	# vicodec in 6.1 names NV12 'Y/UV 4:2:0', v4l-utils 1.22.1 expects
+	# 'Y/CbCr 4:2:0'; the decoder's format tests fail on FWHT for buftype 2
+	[l1-compliance-dec]="VIDIOC_ENUM_FMT/FRAMESIZES/FRAMEINTERVALS|VIDIOC_G_FMT|VIDIOC_TRY_FMT|VIDIOC_S_FMT"
+	[l1-compliance-enc]="VIDIOC_ENUM_FMT/FRAMESIZES/FRAMEINTERVALS"
+	# the driver's: bus_info 'virtio:...' lacks a known prefix; no
+	# SOURCE_CHANGE event subscription; CONTINUOUS frame sizes with a step;
+	# capture pixelformat missing from ENUM_FMT in G/TRY/S_FMT; G/S_SELECTION
+	# handling (Cropping, Composing); no media entity (DECODER_CMD test);
+	# DMABUF in REQBUFS caps without working DMABUF
+	[compliance-dec]="VIDIOC_QUERYCAP|VIDIOC_(UN)SUBSCRIBE_EVENT/DQEVENT|VIDIOC_ENUM_FMT/FRAMESIZES/FRAMEINTERVALS|VIDIOC_G_FMT|VIDIOC_TRY_FMT|VIDIOC_S_FMT|Cropping|Composing|VIDIOC_(TRY_)DECODER_CMD|VIDIOC_REQBUFS/CREATE_BUFS/QUERYBUF"
+	[compliance-enc]="VIDIOC_QUERYCAP|VIDIOC_ENUM_FMT/FRAMESIZES/FRAMEINTERVALS|Cropping|Composing|VIDIOC_REQBUFS/CREATE_BUFS/QUERYBUF"
 )
 
 die() {
@@ -884,7 +891,10 @@ do_l2() {
 		case $c in
 		victim) l2_run victim l2_victim ;;
 		dec-640) l2_run "$c" l2_decode "$L2_SHARE/clip640.fwht" "$R/$c.md5" 640 480 ;;
-		dec-1080) l2_run "$c" l2_decode "$L2_SHARE/clip1080.fwht" "$R/$c.md5" 1920 1080 ;;
+		# (OUTPUT set to 640x480: with 1920x1080 its buffers are so large that
+		# a short clip fits in the first three, v4l2-ctl's STOP comes before
+		# CAPTURE streams, the driver drops it and nothing is decoded)
+		dec-1080) l2_run "$c" l2_decode "$L2_SHARE/clip1080.fwht" "$R/$c.md5" 640 480 ;;
 		dec-two) l2_run "$c" l2_two ;;
 		dec-deep) l2_run "$c" l2_decode "$L2_SHARE/clip640.fwht" "$R/$c.md5" 640 480 --stream-out-mmap=16 ;;
 		enc-640) l2_run "$c" l2_encode ;;
