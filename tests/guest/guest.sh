@@ -596,12 +596,19 @@ res_t() { [[ -f $S/run/$1.res ]] && cut -d' ' -f2 "$S/run/$1.res" || echo '?'; }
 
 md5_of() { md5sum "$1" | cut -d' ' -f1; }
 
-# the direct decode on vicodec in L1: md5 and size of the output
-direct_decode() { # clip -> "md5 size"
-	local out=$W/direct.yuv
-	v4l2-ctl -d "$VICODEC_DEC" --stream-from "$1" --stream-to "$out" --stream-mmap --stream-out-mmap \
+# The direct decode on vicodec in L1: md5 and size of the output, which
+# must be FRAMES whole frames.
+direct_decode() { # clip frame-bytes frames [--hdr] -> "md5 size"
+	local out=$W/direct.yuv from=--stream-from sz
+	[[ ${4:-} != --hdr ]] || from=--stream-from-hdr
+	v4l2-ctl -d "$VICODEC_DEC" "$from" "$1" --stream-to "$out" --stream-mmap --stream-out-mmap \
 		>"$W/direct.log" 2>&1 || { cat "$W/direct.log" >&2; return 1; }
-	echo "$(md5_of "$out") $(stat -c %s "$out")"
+	sz=$(stat -c %s "$out")
+	if [[ $sz -ne $(($2 * $3)) ]]; then
+		echo "guest.sh: the direct decode of $1 gave $sz bytes, not $3 frames of $2" >&2
+		return 1
+	fi
+	echo "$(md5_of "$out") $sz"
 	rm -f "$out"
 }
 
@@ -704,16 +711,17 @@ do_l1() {
 	# shellcheck disable=SC2046 # the option list
 	v4l2-ctl -d "$VICODEC_ENC" $(enc_args 640 480) --stream-from "$S/raw640.yu12" \
 		--stream-to "$S/clip640.fwht" >"$W/enc.log" 2>&1 || { cat "$W/enc.log"; die "direct encode failed"; }
-	ref640=$(direct_decode "$S/clip640.fwht") || die "direct decode failed"
+	ref640=$(direct_decode "$S/clip640.fwht" $((640 * 480 * 3 / 2)) 60) || die "direct decode failed"
 	if [[ $cases == *" dec-1080 "* ]]; then
 		local n1080=${VUV_GUEST_FRAMES_1080:-30}
 		"$REPO/build/tests/vuvideo-front" gen 1920 1080 "$n1080" "$raw" >/dev/null
 		# shellcheck disable=SC2046
 		v4l2-ctl -d "$VICODEC_ENC" $(enc_args 1920 1080) --set-selection-output=target=crop,width=1920,height=1080 \
-			--stream-from "$raw" --stream-to "$S/clip1080.fwht" >"$W/enc.log" 2>&1 ||
+			--stream-from "$raw" --stream-to-hdr "$S/clip1080.fwht" >"$W/enc.log" 2>&1 ||
 			{ cat "$W/enc.log"; die "direct 1080p encode failed"; }
 		rm -f "$raw"
-		ref1080=$(direct_decode "$S/clip1080.fwht") || die "direct 1080p decode failed"
+		ref1080=$(direct_decode "$S/clip1080.fwht" $((1920 * 1080 * 3 / 2)) "$n1080" --hdr) ||
+			die "direct 1080p decode failed"
 	fi
 	echo "guest: L1 ready in $(since "$t0") s (clips and direct references; 640x480: $ref640)"
 	DIE_STATUS=1
@@ -847,12 +855,13 @@ l2_run() { # name cmd...: runs one case, writes NAME.res ("RC SECONDS") and NAME
 # The driver sends no OUTPUT buffer to the device before an S_FMT on OUTPUT
 # (dev-decoder.rst's first step, which v4l2-ctl skips unless told):
 # --set-fmt-video-out does it.
-l2_decode() { # clip md5-file WIDTH HEIGHT [v4l2-ctl options]
-	local clip=$1 md5f=$2 w=$3 h=$4 out
+l2_decode() { # clip md5-file WIDTH HEIGHT [--hdr] [v4l2-ctl options]
+	local clip=$1 md5f=$2 w=$3 h=$4 out from=--stream-from
 	shift 4
+	[[ ${1:-} != --hdr ]] || { from=--stream-from-hdr; shift; }
 	out=/tmp/$(basename "$md5f").yuv
 	v4l2-ctl -d "$L2_DEC" --set-fmt-video-out="width=$w,height=$h,pixelformat=FWHT" \
-		--stream-from "$clip" --stream-to "$out" --stream-mmap --stream-out-mmap "$@" || return
+		"$from" "$clip" --stream-to "$out" --stream-mmap --stream-out-mmap "$@" || return
 	echo "$(md5sum "$out" | cut -d' ' -f1) $(stat -c %s "$out")" >"$md5f"
 	rm -f "$out"
 }
@@ -891,10 +900,11 @@ do_l2() {
 		case $c in
 		victim) l2_run victim l2_victim ;;
 		dec-640) l2_run "$c" l2_decode "$L2_SHARE/clip640.fwht" "$R/$c.md5" 640 480 ;;
-		# (OUTPUT set to 640x480: with 1920x1080 its buffers are so large that
-		# a short clip fits in the first three, v4l2-ctl's STOP comes before
-		# CAPTURE streams, the driver drops it and nothing is decoded)
-		dec-1080) l2_run "$c" l2_decode "$L2_SHARE/clip1080.fwht" "$R/$c.md5" 640 480 ;;
+		# one frame per bitstream buffer (--stream-from-hdr): with the plain
+		# stream in 1080p-sized buffers a short clip fits in the first three,
+		# v4l2-ctl's STOP comes before CAPTURE streams and the driver drops
+		# it; and vicodec itself loses a varying number of frames then
+		dec-1080) l2_run "$c" l2_decode "$L2_SHARE/clip1080.fwht" "$R/$c.md5" 1920 1080 --hdr ;;
 		dec-two) l2_run "$c" l2_two ;;
 		dec-deep) l2_run "$c" l2_decode "$L2_SHARE/clip640.fwht" "$R/$c.md5" 640 480 --stream-out-mmap=16 ;;
 		enc-640) l2_run "$c" l2_encode ;;
