@@ -67,6 +67,11 @@
 #define VV_MAX_DIM 16384u		/* SET_PARAMS frame width/height */
 #define VV_MAX_PLANE_SIZE (256u << 20)	/* a plane, or the data of one buffer */
 #define VV_MAX_FPS 1000u
+#define VV_DEFAULT_FPS 30u		/* when neither the guest nor the codec says */
+#define VV_NUM_CTRLS (VIRTIO_VIDEO_CONTROL_PREPEND_SPSPPS_TO_IDR + 1)
+
+#define VV_STR_(x) #x
+#define VV_STR(x) VV_STR_(x)
 
 /* Per-buffer log lines exist only with CONFIG_VUV_VERBOSE_BUFFERS. */
 #define VUV_TRACE_ON (CONFIG_VUV_VERBOSE_BUFFERS && vu_verbosity >= 2)
@@ -102,7 +107,7 @@ struct vv_res {
 
 struct vv_queue {
 	enum m2m_queue mq;
-	struct vv_res res[VV_MAX_RESOURCES];
+	struct vv_res *res;		/* VV_MAX_RESOURCES, allocated at the first create */
 	unsigned nres;
 	int vbuf_res[M2M_MAX_BUFFERS];	/* resource slot using V4L2 buffer i, -1 free */
 	unsigned in_driver;		/* V4L2 buffers queued to the driver */
@@ -112,8 +117,7 @@ struct vv_queue {
 };
 
 enum vv_stream_state {
-	VV_STREAM_FREE = 0,
-	VV_STREAM_OPEN,
+	VV_STREAM_OPEN = 1,
 	VV_STREAM_CLOSING,
 };
 
@@ -130,7 +134,7 @@ struct vv_stream {
 	enum vv_stream_state state;
 	enum vv_flow flow;
 	uint32_t id;
-	uint32_t gen;			/* bumped on every (re)use of the slot */
+	uint32_t gen;			/* unique per stream: the event thread's check */
 	uint32_t coded_format;		/* virtio format */
 	struct m2m_ctx m2m;
 	struct vv_queue q[2];		/* [M2M_SRC] = INPUT, [M2M_DST] = OUTPUT */
@@ -144,6 +148,9 @@ struct vv_stream {
 	struct virtio_video_crop crop;
 	uint32_t min_bufs[2];
 	uint32_t frame_rate;
+	/* controls the codec lacks: what the guest set, or our default */
+	uint32_t ctl_val[VV_NUM_CTRLS];
+	uint32_t ctl_logged;		/* bit c: "codec ignores control c" logged */
 };
 
 #define VV_MAX_USER_CTRLS 16
@@ -155,7 +162,11 @@ struct vv_dev {
 	unsigned n_ctrls;
 	struct { uint32_t id; int32_t value; } ctrls[VV_MAX_USER_CTRLS];
 	struct m2m_info info;
-	struct vv_stream streams[CONFIG_VUV_MAX_STREAMS];
+	/* Streams are allocated at STREAM_CREATE and freed at destroy: a guest
+	 * opens the device once per open() of its video node (v4l2-compliance
+	 * opens it ~100 times), and an idle stream should cost little. */
+	struct vv_stream *streams[CONFIG_VUV_MAX_STREAMS];
+	unsigned nstreams;
 	struct virtio_video_event backlog[VV_EVENT_BACKLOG];
 	unsigned backlog_len;
 	/* event thread */
@@ -163,6 +174,7 @@ struct vv_dev {
 	int wake_fd;
 	pthread_cond_t cond;
 	uint64_t poll_req, poll_seen;
+	uint32_t next_gen;
 	bool stop;
 };
 
@@ -293,9 +305,12 @@ static void wake_events(struct vv_dev *d)
 
 static struct vv_stream *stream_find(struct vv_dev *d, uint32_t id)
 {
-	for (unsigned i = 0; i < CONFIG_VUV_MAX_STREAMS; i++)
-		if (d->streams[i].state == VV_STREAM_OPEN && d->streams[i].id == id)
-			return &d->streams[i];
+	for (unsigned i = 0; i < CONFIG_VUV_MAX_STREAMS; i++) {
+		struct vv_stream *s = d->streams[i];
+
+		if (s && s->state == VV_STREAM_OPEN && s->id == id)
+			return s;
+	}
 	return NULL;
 }
 
@@ -1091,6 +1106,36 @@ static void service_events(struct vv_dev *d, struct vv_stream *s)
 	}
 }
 
+/* Issue the STOP command of a requested drain once it can take effect
+ * (dev-decoder.rst / dev-encoder.rst, Drain, step 1):
+ * - both queues stream: vicodec and the m2m helpers ignore it otherwise;
+ * - every input the guest queued before STREAM_DRAIN is inside the codec.
+ *   The m2m core marks the last buffer queued *at STOP time*: inputs still
+ *   waiting here for a free V4L2 buffer would come after the end of the
+ *   drain, lost to it and stale after it.
+ * Called, under the device lock, by whichever thread makes the last of
+ * these true: the command thread (STREAM_DRAIN, RESOURCE_QUEUE of output)
+ * or the event thread (after feeding the codec freed V4L2 buffers). */
+static void drain_start(struct vv_dev *d, struct vv_stream *s)
+{
+	int r;
+
+	if (!s->drain_deferred || !s->m2m.streaming[M2M_SRC] || !s->m2m.streaming[M2M_DST] ||
+	    s->flow != VV_FLOW_RUNNING || oldest_unfed(&s->q[M2M_SRC]))
+		return;
+	s->drain_deferred = false;
+	r = is_encoder(d) ? m2m_encoder_cmd(&s->m2m, V4L2_ENC_CMD_STOP, false)
+			  : m2m_decoder_cmd(&s->m2m, V4L2_DEC_CMD_STOP, false);
+	if (r) {
+		vu_log(VU_WARN, "stream %u: drain (STOP command): %s", s->id, strerror(-r));
+		respond_hdr(d, &s->drain_chain, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
+		s->drain_parked = false;
+		return;
+	}
+	s->flow = VV_FLOW_DRAINING;
+	wake_events(d);
+}
+
 /* Everything the codec has finished for stream s. Lock held. */
 static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 {
@@ -1102,14 +1147,18 @@ static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 			progress = true;
 		if (r != -EAGAIN && r != -EINVAL && r != -EPIPE)
 			vu_log(VU_WARN, "stream %u: DQBUF output: %s", s->id, strerror(-r));
-		while ((r = dequeue_dst(d, s)) == 0)
+		while ((r = dequeue_dst(d, s)) == 0) {
+			/* tell the guest now, not after copying the next frames */
+			vu_queue_notify(d->vu, VIRTIO_VIDEO_QUEUE_COMMAND);
 			progress = true;
+		}
 		if (r == -EPIPE && s->flow == VV_FLOW_DRAINING) {
 			send_eos(d, s);
 			drain_done(d, s);
 		}
 		feed_src(d, s);
 		feed_dst(d, s);
+		drain_start(d, s);
 	}
 	if ((revents & POLLPRI) && !is_encoder(d))
 		service_events(d, s);	/* source change: decoders only */
@@ -1135,9 +1184,9 @@ static void *event_thread(void *arg)
 		}
 		pfd[0] = (struct pollfd){ .fd = d->wake_fd, .events = POLLIN };
 		for (unsigned i = 0; i < CONFIG_VUV_MAX_STREAMS; i++) {
-			struct vv_stream *s = &d->streams[i];
+			struct vv_stream *s = d->streams[i];
 
-			if (s->state != VV_STREAM_OPEN)
+			if (!s || s->state != VV_STREAM_OPEN)
 				continue;
 			pfd[n].fd = s->m2m.fd;
 			pfd[n].events = POLLPRI | (stream_wants_data(s) ? POLLIN | POLLOUT : 0);
@@ -1163,9 +1212,10 @@ static void *event_thread(void *arg)
 		}
 		vu_lock(d->vu);
 		for (unsigned k = 1; k < n; k++) {
-			struct vv_stream *s = &d->streams[sidx[k]];
+			/* the slot may hold another stream by now: gens are unique */
+			struct vv_stream *s = d->streams[sidx[k]];
 
-			if (!pfd[k].revents || s->state != VV_STREAM_OPEN || s->gen != sgen[k])
+			if (!pfd[k].revents || !s || s->state != VV_STREAM_OPEN || s->gen != sgen[k])
 				continue;
 			service_stream(d, s, pfd[k].revents);
 		}
@@ -1189,8 +1239,6 @@ static void sync_event_thread(struct vv_dev *d)
 
 static void stream_release(struct vv_dev *d, struct vv_stream *s, bool answer)
 {
-	uint32_t gen;
-
 	s->state = VV_STREAM_CLOSING;
 	sync_event_thread(d);
 	for (int mq = 0; mq < 2; mq++) {
@@ -1206,7 +1254,7 @@ static void stream_release(struct vv_dev *d, struct vv_stream *s, bool answer)
 				vu_chain_release(&r->chain);
 			res_free(r);
 		}
-		q->nres = 0;
+		free(q->res);
 	}
 	if (s->drain_parked) {
 		if (answer)
@@ -1215,10 +1263,11 @@ static void stream_release(struct vv_dev *d, struct vv_stream *s, bool answer)
 			vu_chain_release(&s->drain_chain);
 	}
 	m2m_close(&s->m2m);
-	gen = s->gen;
-	memset(s, 0, sizeof(*s));
-	s->gen = gen;
-	s->state = VV_STREAM_FREE;
+	for (unsigned i = 0; i < CONFIG_VUV_MAX_STREAMS; i++)
+		if (d->streams[i] == s)
+			d->streams[i] = NULL;
+	d->nstreams--;
+	free(s);
 }
 
 /* ---- command handlers ------------------------------------------------------ */
@@ -1308,15 +1357,25 @@ static int enc_init(struct vv_dev *d, struct vv_stream *s, uint32_t coded)
 	return r;
 }
 
+static void ctrl_defaults(struct vv_stream *s);
+
+static int free_slot(const struct vv_dev *d)
+{
+	for (unsigned i = 0; i < CONFIG_VUV_MAX_STREAMS; i++)
+		if (!d->streams[i])
+			return (int)i;
+	return -1;
+}
+
 static void cmd_stream_create(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
 			      size_t len)
 {
 	uint32_t id = rd32(req + 4), in_mem = rd32(req + 8), out_mem = rd32(req + 12);
 	uint32_t coded = rd32(req + 16);
 	int fi = fmt_by_virtio(coded);
-	struct vv_stream *s = NULL;
+	struct vv_stream *s;
 	char tag[65];
-	int r;
+	int r, slot;
 
 	memcpy(tag, req + 24, 64);
 	tag[64] = '\0';
@@ -1331,17 +1390,18 @@ static void cmd_stream_create(struct vv_dev *d, struct vu_chain *c, const uint8_
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, id);
 		return;
 	}
-	for (unsigned i = 0; i < CONFIG_VUV_MAX_STREAMS && !s; i++)
-		if (d->streams[i].state == VV_STREAM_FREE)
-			s = &d->streams[i];
+	slot = free_slot(d);
+	s = slot < 0 ? NULL : calloc(1, sizeof(*s));
 	if (!s) {
-		vu_log(VU_WARN, "stream %u: all %d streams in use", id, CONFIG_VUV_MAX_STREAMS);
+		vu_log(VU_WARN, "stream %u: %s", id, slot < 0 ? "all " VV_STR(CONFIG_VUV_MAX_STREAMS)
+		       " streams in use (Kconfig CONFIG_VUV_MAX_STREAMS)" : "out of memory");
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, id);
 		return;
 	}
 	r = m2m_open(&s->m2m, d->devpath, d->info.mplane);
 	if (r) {
 		vu_log(VU_ERR, "stream %u: cannot open %s: %s", id, d->devpath, strerror(-r));
+		free(s);
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, id);
 		return;
 	}
@@ -1350,6 +1410,7 @@ static void cmd_stream_create(struct vv_dev *d, struct vu_chain *c, const uint8_
 		vu_log(VU_WARN, "stream %u: the codec refuses %s: %s", id, formats[fi].name,
 		       strerror(-r));
 		m2m_close(&s->m2m);
+		free(s);
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, id);
 		return;
 	}
@@ -1362,7 +1423,10 @@ static void cmd_stream_create(struct vv_dev *d, struct vu_chain *c, const uint8_
 	s->id = id;
 	s->coded_format = coded;
 	s->state = VV_STREAM_OPEN;
-	s->gen++;
+	s->gen = ++d->next_gen;
+	ctrl_defaults(s);
+	d->streams[slot] = s;
+	d->nstreams++;
 	for (int q = 0; q < 2; q++) {
 		s->q[q].mq = (enum m2m_queue)q;
 		queue_reset_pairs(&s->q[q]);
@@ -1391,29 +1455,6 @@ static bool input_pending(const struct vv_stream *s)
 		if (q->res[i].queued)
 			return true;
 	return false;
-}
-
-/* Issue the STOP command of a requested drain once it can take effect:
- * vicodec and the m2m helpers ignore it unless both queues stream
- * (dev-decoder.rst / dev-encoder.rst, Drain, step 1). */
-static void drain_start(struct vv_dev *d, struct vv_stream *s)
-{
-	int r;
-
-	if (!s->drain_deferred || !s->m2m.streaming[M2M_SRC] || !s->m2m.streaming[M2M_DST] ||
-	    s->flow != VV_FLOW_RUNNING)
-		return;
-	s->drain_deferred = false;
-	r = is_encoder(d) ? m2m_encoder_cmd(&s->m2m, V4L2_ENC_CMD_STOP, false)
-			  : m2m_decoder_cmd(&s->m2m, V4L2_DEC_CMD_STOP, false);
-	if (r) {
-		vu_log(VU_WARN, "stream %u: drain (STOP command): %s", s->id, strerror(-r));
-		respond_hdr(d, &s->drain_chain, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
-		s->drain_parked = false;
-		return;
-	}
-	s->flow = VV_FLOW_DRAINING;
-	wake_events(d);
 }
 
 static void cmd_stream_drain(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
@@ -1521,7 +1562,9 @@ static void cmd_resource_create(struct vv_dev *d, struct vu_chain *c, const uint
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_RESOURCE_ID, s->id);
 		return;
 	}
-	if (q->nres == VV_MAX_RESOURCES) {
+	if (!q->res)
+		q->res = calloc(VV_MAX_RESOURCES, sizeof(*q->res));
+	if (!q->res || q->nres == VV_MAX_RESOURCES) {
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, s->id);
 		return;
 	}
@@ -1562,6 +1605,30 @@ static uint64_t res_capacity(const struct vv_res *r)
 	for (unsigned p = 0; p < r->num_planes; p++)
 		n += r->plane_len[p];
 	return n;
+}
+
+/* The first input after a completed drain restarts the codec
+ * (dev-decoder.rst / dev-encoder.rst, Drain, last step): the START command,
+ * and a restart of the CAPTURE queue, which the documents allow instead.
+ * Both, because vicodec 6.1 clears its "last buffer dequeued" state only
+ * in STREAMOFF: after START alone every capture DQBUF fails with EPIPE. The
+ * guest's queued output resources stay queued and get V4L2 buffers again. */
+static void resume_after_drain(struct vv_dev *d, struct vv_stream *s)
+{
+	int r = is_encoder(d) ? m2m_encoder_cmd(&s->m2m, V4L2_ENC_CMD_START, false)
+			      : m2m_decoder_cmd(&s->m2m, V4L2_DEC_CMD_START, false);
+
+	if (r)
+		vu_log(VU_WARN, "stream %u: START command: %s", s->id, strerror(-r));
+	if (s->m2m.streaming[M2M_DST]) {
+		m2m_streamoff(&s->m2m, M2M_DST);
+		queue_reset_pairs(&s->q[M2M_DST]);
+		r = m2m_streamon(&s->m2m, M2M_DST);
+		if (r)
+			vu_log(VU_WARN, "stream %u: STREAMON capture: %s", s->id, strerror(-r));
+	}
+	s->flow = VV_FLOW_RUNNING;
+	feed_dst(d, s);
 }
 
 static void cmd_resource_queue(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
@@ -1617,14 +1684,8 @@ static void cmd_resource_queue(struct vv_dev *d, struct vu_chain *c, const uint8
 			q->allocated = true;
 			queue_reset_pairs(q);
 		}
-		if (s->flow == VV_FLOW_STOPPED) {
-			/* dev-decoder.rst / dev-encoder.rst, Drain: resume with START */
-			if (is_encoder(d))
-				m2m_encoder_cmd(&s->m2m, V4L2_ENC_CMD_START, false);
-			else
-				m2m_decoder_cmd(&s->m2m, V4L2_DEC_CMD_START, false);
-			s->flow = VV_FLOW_RUNNING;
-		}
+		if (s->flow == VV_FLOW_STOPPED)
+			resume_after_drain(d, s);
 	} else if (!q->allocated || !s->m2m.streaming[M2M_DST]) {
 		if (!s->fmt_known) {
 			/* The guest queues capture buffers only after our
@@ -1754,8 +1815,8 @@ static void fill_params(struct vv_dev *d, struct vv_stream *s, int qi,
 	p->min_buffers = htole32(s->min_bufs[qi]);
 	p->max_buffers = htole32(qi == M2M_SRC ? VV_MAX_RESOURCES : M2M_MAX_BUFFERS);
 	p->crop = visible_rect(d, s, qi, &pix);
-	if (!fps)
-		m2m_get_frame_rate(&s->m2m, M2M_SRC, &fps);
+	if (!fps && (m2m_get_frame_rate(&s->m2m, M2M_SRC, &fps) || !fps))
+		fps = VV_DEFAULT_FPS;	/* the guest driver divides by it */
 	p->frame_rate = htole32(fps);
 	n = host_planes(&pix, pl);
 	p->num_planes = htole32(n);
@@ -1983,60 +2044,132 @@ static void cmd_query_control(struct vv_dev *d, struct vu_chain *c, const uint8_
 	respond(d, c, &r, sizeof(r.h) + 4 * n);
 }
 
-/* A decoder's PROFILE/LEVEL when its codec has no such control: the
- * format's first, which the guest driver only uses as a default. */
-static int default_control(const struct vv_stream *s, uint32_t ctl, uint32_t *value)
+/* Controls the codec lacks. The guest driver reads PROFILE, BITRATE,
+ * BITRATE_PEAK, BITRATE_MODE and PREPEND_SPSPPS_TO_IDR at every open of an
+ * encoder (PROFILE, and LEVEL for H.264, of a decoder), ignores error
+ * answers and uses the values as the defaults of V4L2 controls it builds
+ * with ranges (BITRATE and BITRATE_PEAK 1..1000000000): a 0 makes its open()
+ * fail with ERANGE. So such a control answers with what the guest set last,
+ * or a default inside those ranges, and SET_CONTROL of it is remembered. */
+#define VV_DEFAULT_BITRATE 1000000u	/* bits/s */
+
+static const char *const ctl_names[VV_NUM_CTRLS] = {
+	[VIRTIO_VIDEO_CONTROL_BITRATE] = "BITRATE",
+	[VIRTIO_VIDEO_CONTROL_PROFILE] = "PROFILE",
+	[VIRTIO_VIDEO_CONTROL_LEVEL] = "LEVEL",
+	[VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME] = "FORCE_KEYFRAME",
+	[VIRTIO_VIDEO_CONTROL_BITRATE_MODE] = "BITRATE_MODE",
+	[VIRTIO_VIDEO_CONTROL_BITRATE_PEAK] = "BITRATE_PEAK",
+	[VIRTIO_VIDEO_CONTROL_PREPEND_SPSPPS_TO_IDR] = "PREPEND_SPSPPS_TO_IDR",
+};
+
+static void ctrl_defaults(struct vv_stream *s)
+{
+	const struct vv_menu *m;
+
+	s->ctl_val[VIRTIO_VIDEO_CONTROL_BITRATE] = VV_DEFAULT_BITRATE;
+	s->ctl_val[VIRTIO_VIDEO_CONTROL_BITRATE_PEAK] = VV_DEFAULT_BITRATE;
+	s->ctl_val[VIRTIO_VIDEO_CONTROL_BITRATE_MODE] = VIRTIO_VIDEO_BITRATE_MODE_VBR;
+	s->ctl_val[VIRTIO_VIDEO_CONTROL_PREPEND_SPSPPS_TO_IDR] = 0;
+	m = menu_of(s->coded_format, VIRTIO_VIDEO_CONTROL_PROFILE);
+	s->ctl_val[VIRTIO_VIDEO_CONTROL_PROFILE] = m ? m->base : 0;
+	m = menu_of(s->coded_format, VIRTIO_VIDEO_CONTROL_LEVEL);
+	s->ctl_val[VIRTIO_VIDEO_CONTROL_LEVEL] = m ? m->base : 0;
+}
+
+/* The controls a stream of this role has at all: encoders all seven,
+ * decoders PROFILE and LEVEL; PROFILE/LEVEL only for a format with a menu. */
+static bool ctl_exists(struct vv_dev *d, const struct vv_stream *s, uint32_t ctl)
+{
+	if (ctl == VIRTIO_VIDEO_CONTROL_PROFILE || ctl == VIRTIO_VIDEO_CONTROL_LEVEL)
+		return menu_of(s->coded_format, ctl) != NULL;
+	return is_encoder(d) && plain_cid(ctl) != 0;
+}
+
+/* A value the guest driver's V4L2 control would accept. */
+static bool ctl_value_ok(const struct vv_stream *s, uint32_t ctl, uint32_t v)
 {
 	const struct vv_menu *m = menu_of(s->coded_format, ctl);
 
-	if (!m)
+	switch (ctl) {
+	case VIRTIO_VIDEO_CONTROL_BITRATE:
+	case VIRTIO_VIDEO_CONTROL_BITRATE_PEAK:
+		return v >= 1 && v <= INT32_MAX;
+	case VIRTIO_VIDEO_CONTROL_BITRATE_MODE:
+		return v == VIRTIO_VIDEO_BITRATE_MODE_VBR || v == VIRTIO_VIDEO_BITRATE_MODE_CBR;
+	case VIRTIO_VIDEO_CONTROL_PREPEND_SPSPPS_TO_IDR:
+		return v <= 1;
+	case VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME:
+		return true;
+	default:
+		return m && v >= m->base && v - m->base < m->n;
+	}
+}
+
+/* Read control ctl from the codec into *value: 0, or -EINVAL when the
+ * codec has no such control. */
+static int ctl_from_codec(struct vv_stream *s, uint32_t ctl, uint32_t *value)
+{
+	const struct vv_menu *m = menu_of(s->coded_format, ctl);
+	int32_t v;
+	int ret;
+
+	if (ctl == VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME)
 		return -EINVAL;
-	*value = m->base;
-	return 0;
+	ret = m2m_get_ctrl(&s->m2m, m ? m->cid : plain_cid(ctl), &v);
+	if (ret)
+		return ret;
+	if (!m) {
+		*value = (uint32_t)v;
+		return 0;
+	}
+	for (unsigned i = 0; i < m->n; i++)
+		if (m->v4l2[i] == v) {
+			*value = m->base + i;
+			return 0;
+		}
+	return -ERANGE;		/* a menu item virtio-video cannot name */
 }
 
 static void cmd_get_control(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
 			    size_t len)
 {
 	struct vv_stream *s = stream_find(d, rd32(req + 4));
-	uint32_t ctl = rd32(req + 8), cid = plain_cid(ctl), value = 0;
-	const struct vv_menu *m = menu_of(s->coded_format, ctl);
+	uint32_t ctl = rd32(req + 8), value = 0;
 	struct virtio_video_get_control_resp r = { 0 };
-	int32_t v;
-	int ret = -EINVAL;
 
-	if (m) {
-		ret = m2m_get_ctrl(&s->m2m, m->cid, &v);
-		for (unsigned i = 0; !ret && i < m->n; i++)
-			if (m->v4l2[i] == v) {
-				value = m->base + i;
-				break;
-			}
-		if (!ret && !value)
-			ret = -ERANGE;
-	} else if (cid && ctl != VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME) {
-		ret = m2m_get_ctrl(&s->m2m, cid, &v);
-		value = (uint32_t)v;
-	}
-	if (ret && !is_encoder(d))
-		ret = default_control(s, ctl, &value);
-	if (ret) {
+	if (ctl >= VV_NUM_CTRLS || ctl == VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME ||
+	    !ctl_exists(d, s, ctl)) {
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, s->id);
 		return;
 	}
+	if (ctl_from_codec(s, ctl, &value))
+		value = s->ctl_val[ctl];
 	r.hdr.type = htole32(VIRTIO_VIDEO_RESP_OK_GET_CONTROL);
 	r.hdr.stream_id = htole32(s->id);
 	r.value = htole32(value);
 	respond(d, c, &r, sizeof(r));
 }
 
+/* Hand a checked value to the codec; 0, -EINVAL if it lacks the control,
+ * or the codec's refusal. */
+static int ctl_to_codec(struct vv_stream *s, uint32_t ctl, uint32_t value)
+{
+	const struct vv_menu *m = menu_of(s->coded_format, ctl);
+
+	if (m)
+		return m2m_set_ctrl(&s->m2m, m->cid, m->v4l2[value - m->base]);
+	if (ctl == VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME)
+		value = 1;
+	return m2m_set_ctrl(&s->m2m, plain_cid(ctl), (int32_t)value);
+}
+
 static void cmd_set_control(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
 			    size_t len)
 {
-	uint32_t ctl, value, cid;
-	const struct vv_menu *m;
 	struct vv_stream *s;
-	int ret = -EINVAL;
+	uint32_t ctl, value;
+	int ret;
 
 	if (len != VIRTIO_VIDEO_SET_CONTROL_SHORT_SIZE &&
 	    len != sizeof(struct virtio_video_set_control)) {
@@ -2045,26 +2178,34 @@ static void cmd_set_control(struct vv_dev *d, struct vu_chain *c, const uint8_t 
 	}
 	s = stream_find(d, rd32(req + 4));
 	ctl = rd32(req + 8);
+	if (ctl >= VV_NUM_CTRLS || !ctl_exists(d, s, ctl)) {
+		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, s->id);
+		return;
+	}
 	/* FORCE_KEYFRAME may come without a value (16 bytes) */
 	if (len == VIRTIO_VIDEO_SET_CONTROL_SHORT_SIZE && ctl != VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME) {
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
 		return;
 	}
 	value = len == VIRTIO_VIDEO_SET_CONTROL_SHORT_SIZE ? 1 : rd32(req + 16);
-	m = menu_of(s->coded_format, ctl);
-	cid = plain_cid(ctl);
-	if (m) {
-		if (value < m->base || value - m->base >= m->n) {
-			respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
-			return;
-		}
-		ret = m2m_set_ctrl(&s->m2m, m->cid, m->v4l2[value - m->base]);
-	} else if (cid && value <= INT32_MAX) {
-		ret = m2m_set_ctrl(&s->m2m, cid, ctl == VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME ? 1
-											 : (int32_t)value);
+	if (!ctl_value_ok(s, ctl, value)) {
+		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
+		return;
 	}
-	if (ret)
-		vu_log(VU_DEBUG, "stream %u: control %u not applied: %s", s->id, ctl, strerror(-ret));
+	ret = ctl_to_codec(s, ctl, value);
+	if (ret == -EINVAL) {
+		/* the codec has no such control: remember it for GET_CONTROL */
+		if (!(s->ctl_logged & (1u << ctl)))
+			vu_log(VU_INFO, "stream %u: the codec has no %s control; it ignores %u",
+			       s->id, ctl_names[ctl], value);
+		s->ctl_logged |= 1u << ctl;
+		ret = 0;
+	}
+	if (!ret)
+		s->ctl_val[ctl] = value;
+	else
+		vu_log(VU_DEBUG, "stream %u: %s=%u refused by the codec: %s", s->id,
+		       ctl_names[ctl], value, strerror(-ret));
 	respond_hdr(d, c, ret ? ctl_error(ret) : VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
 }
 
@@ -2203,8 +2344,8 @@ static void dev_reset(struct vu_dev *vu)
 
 	vu_lock(vu);
 	for (unsigned i = 0; i < CONFIG_VUV_MAX_STREAMS; i++) {
-		if (d->streams[i].state == VV_STREAM_OPEN) {
-			stream_release(d, &d->streams[i], false);
+		if (d->streams[i] && d->streams[i]->state == VV_STREAM_OPEN) {
+			stream_release(d, d->streams[i], false);
 			n++;
 		}
 	}

@@ -42,6 +42,11 @@ int failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Run a shell command (printf format); 0, or -1 with why set. */
 int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Run `v4l2-ctl ARGS >log 2>&1` until its output file out has want bytes
+ * (0: any) and it did not give up on its own 2 s select timeout; at most 5
+ * runs. 0, or -1 with why set. */
+int v4l2ctl(const char *log, const char *out, size_t want, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* A whole file in memory (malloc, one spare byte), or NULL. */
 uint8_t *slurp(const char *path, size_t *len);
 

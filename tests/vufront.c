@@ -1450,14 +1450,20 @@ static int wait_done(struct vuf *v, unsigned qi, struct vuf_slot *target,
 	 * signal? Look at used->idx WITHOUT consuming: vuf_reap moves
 	 * used_event past what it takes, which lets the device skip that
 	 * entry's call legitimately (EVENT_IDX). The device writes used->idx
-	 * first and signals right after, so give the signal a moment; only an
-	 * entry that stays unsignalled is the device's fault.
+	 * first and signals right after; on a loaded machine its thread can
+	 * be descheduled between the two for a long time (seen: over 500 ms
+	 * under TCG with both cores busy). So this is a liveness bound, not a
+	 * timing window: only an entry still unsignalled after
+	 * VUF_CALL_GRACE_MS is the device's fault.
 	 */
 	if (le16toh(__atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE)) != q->last_used) {
 		struct pollfd pc = { q->call_fd, POLLIN, 0 };
 		uint64_t cnt;
+		int r;
 
-		if (poll(&pc, 1, 500) != 1) {
+		while ((r = poll(&pc, 1, VUF_CALL_GRACE_MS)) < 0 && errno == EINTR)
+			;
+		if (r != 1) {
 			vuf_reap(v, qi);
 			ring_error(v, "queue %u: chain completed without a call notification", qi);
 			return -EPROTO;

@@ -46,8 +46,11 @@
 #define VUF_REGION1_GPA 0x40000000ull
 
 /* Default ack/reply wait for vhost-user messages and default command wait. */
-#define VUF_REPLY_TIMEOUT_MS 3000
-#define VUF_CMD_TIMEOUT_MS 5000
+#define VUF_REPLY_TIMEOUT_MS 20000
+#define VUF_CMD_TIMEOUT_MS 20000
+/* A completion in the used ring with no call notification for this long is
+ * a device bug (see wait_done in vufront.c). */
+#define VUF_CALL_GRACE_MS 15000
 
 struct vuf_opts {
 	unsigned queue_size;		/* power of two <= 32768; default 256 */

@@ -36,8 +36,10 @@ struct vvdec {
 	unsigned n_out;
 	uint32_t next_out_id;
 	struct vuf_params op;
-	unsigned next_frame;
+	unsigned next_frame;		/* input number, counted over every pass */
+	unsigned pass;			/* 0, then 1..o.resume */
 	bool first_sent, drain_sent, seek_done;
+	bool drain_wanted;		/* early drain waiting for room in the ring */
 	uint64_t drain_token;
 	int *src;
 	unsigned src_cap;
@@ -257,7 +259,7 @@ static int collect_queued(struct vvdec *d, struct vres *set, unsigned n, bool co
 
 		if (!set[i].queued)
 			continue;
-		t = vuf_resource_queue_wait(d->v, set[i].token, &rr, 2000);
+		t = vuf_resource_queue_wait(d->v, set[i].token, &rr, VUF_CMD_TIMEOUT_MS);
 		set[i].queued = false;
 		if (t < 0) {
 			failf(d, "a queued buffer was not returned: %s", vuf_error(d->v));
@@ -279,7 +281,7 @@ static void on_output(struct vvdec *d, struct vres *r, const struct vuf_rq_resul
  * completed before the clear are still written (with the old layout). */
 static int reset_outputs(struct vvdec *d)
 {
-	int t = vuf_queue_clear(d->v, d->o.stream_id, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 5000);
+	int t = vuf_queue_clear(d->v, d->o.stream_id, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, VUF_CMD_TIMEOUT_MS);
 
 	if (t != VIRTIO_VIDEO_RESP_OK_NODATA) {
 		failf(d, "QUEUE_CLEAR output: %s", t < 0 ? vuf_error(d->v) : vuf_cmd_name((uint32_t)t));
@@ -291,7 +293,7 @@ static int reset_outputs(struct vvdec *d)
 
 		if (!r->queued)
 			continue;
-		t = vuf_resource_queue_wait(d->v, r->token, &rr, 2000);
+		t = vuf_resource_queue_wait(d->v, r->token, &rr, VUF_CMD_TIMEOUT_MS);
 		r->queued = false;
 		if (t < 0) {
 			failf(d, "a queued output buffer was not returned by the clear: %s",
@@ -399,17 +401,38 @@ nomem:
 
 /* ---- the decode loop ---------------------------------------------------------- */
 
+/* A full commandq is not an error: like the Linux driver, wait for a
+ * completion to free descriptors, then try again. */
+static void send_drain(struct vvdec *d)
+{
+	int t = vuf_stream_drain_submit(d->v, d->o.stream_id, &d->drain_token);
+
+	d->drain_wanted = t == -ENOSPC;
+	if (t == -ENOSPC) {
+		d->r.ring_full++;
+		return;
+	}
+	if (t < 0) {
+		failf(d, "STREAM_DRAIN: %s", vuf_error(d->v));
+		return;
+	}
+	d->drain_sent = true;
+	d->state = ST_DRAIN;
+}
+
 static void feed(struct vvdec *d)
 {
+	unsigned end = (d->pass + 1) * d->clip->nframes;	/* this pass's last + 1 */
+
 	for (unsigned i = 0; i < d->n_in && d->state != ST_FAILED; i++) {
 		struct vres *r = &d->in[i];
-		unsigned f = d->next_frame;
+		unsigned n = d->next_frame, f = n % d->clip->nframes;
 		uint32_t size;
 		int t;
 
 		if (r->queued)
 			continue;
-		if (f >= d->clip->nframes || (d->state == ST_WAIT_RES && d->first_sent) ||
+		if (n >= end || (d->state == ST_WAIT_RES && d->first_sent && !d->o.eager) ||
 		    d->state == ST_DRAIN || d->state == ST_DONE)
 			break;
 		size = (uint32_t)d->clip->size[f];
@@ -422,7 +445,11 @@ static void feed(struct vvdec *d)
 			return;
 		}
 		t = vuf_resource_queue(d->v, d->o.stream_id, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, r->id,
-				       vvdec_ts(f), 1, &size, &r->token);
+				       vvdec_ts(n), 1, &size, &r->token);
+		if (t == -ENOSPC) {
+			d->r.ring_full++;
+			break;		/* the application's queue is deeper than the ring */
+		}
 		if (t < 0) {
 			failf(d, "RESOURCE_QUEUE input: %s", vuf_error(d->v));
 			return;
@@ -430,6 +457,8 @@ static void feed(struct vvdec *d)
 		r->queued = true;
 		d->first_sent = true;
 		d->next_frame++;
+		if (d->o.early_drain && d->next_frame == end)
+			send_drain(d);
 	}
 }
 
@@ -443,17 +472,28 @@ static bool inputs_idle(const struct vvdec *d)
 
 static void maybe_drain(struct vvdec *d)
 {
-	int t;
-
-	if (d->state != ST_RUN || d->next_frame < d->clip->nframes || !inputs_idle(d))
-		return;
-	t = vuf_stream_drain_submit(d->v, d->o.stream_id, &d->drain_token);
-	if (t < 0) {
-		failf(d, "STREAM_DRAIN: %s", vuf_error(d->v));
+	if (d->drain_wanted && d->state != ST_DRAIN) {
+		send_drain(d);
 		return;
 	}
-	d->drain_sent = true;
-	d->state = ST_DRAIN;
+	if (d->o.early_drain || d->state != ST_RUN || d->next_frame < (d->pass + 1) * d->clip->nframes ||
+	    !inputs_idle(d))
+		return;
+	send_drain(d);
+}
+
+/* After a drain: the next pass starts with a new input (dev-decoder.rst,
+ * Drain: the decoder resumes); the EOS buffer goes back to the device. */
+static void resume(struct vvdec *d)
+{
+	d->pass++;
+	d->r.drained = d->r.eos = false;
+	d->state = ST_RUN;
+	for (unsigned i = 0; i < d->n_out && d->state == ST_RUN; i++)
+		if (!d->outr[i].queued)
+			queue_out(d, &d->outr[i]);
+	feed(d);
+	maybe_drain(d);
 }
 
 static void finish(struct vvdec *d)
@@ -462,6 +502,11 @@ static void finish(struct vvdec *d)
 
 	if (d->state != ST_DRAIN || !d->r.drained || !d->r.eos)
 		return;
+	d->r.drains++;
+	if (d->pass < d->o.resume) {
+		resume(d);
+		return;
+	}
 	t = vuf_stream_destroy(d->v, d->o.stream_id);
 	if (t != VIRTIO_VIDEO_RESP_OK_NODATA) {
 		failf(d, "STREAM_DESTROY: %s", t < 0 ? vuf_error(d->v) : vuf_cmd_name((uint32_t)t));
@@ -476,7 +521,7 @@ static void finish(struct vvdec *d)
 
 static void seek(struct vvdec *d)
 {
-	int t = vuf_queue_clear(d->v, d->o.stream_id, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 5000);
+	int t = vuf_queue_clear(d->v, d->o.stream_id, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, VUF_CMD_TIMEOUT_MS);
 
 	if (t != VIRTIO_VIDEO_RESP_OK_NODATA) {
 		failf(d, "QUEUE_CLEAR input: %s", t < 0 ? vuf_error(d->v) : vuf_cmd_name((uint32_t)t));
@@ -494,7 +539,8 @@ static int frame_of_ts(const struct vvdec *d, uint64_t ts)
 {
 	uint64_t base = vvdec_ts(0), step = vvdec_ts(1) - vvdec_ts(0);
 
-	if (ts < base || (ts - base) % step || (ts - base) / step >= d->clip->nframes)
+	if (ts < base || (ts - base) % step ||
+	    (ts - base) / step >= (uint64_t)d->clip->nframes * (1 + d->o.resume))
 		return -1;
 	return (int)((ts - base) / step);
 }
@@ -613,6 +659,10 @@ static bool on_token(struct vvdec *d, uint64_t tok)
 		t = vuf_wait_type(d->v, tok, NULL, 0, 8, 0);
 		if (t != VIRTIO_VIDEO_RESP_OK_NODATA)
 			failf(d, "STREAM_DRAIN answered %s", t < 0 ? vuf_error(d->v) : vuf_cmd_name((uint32_t)t));
+		else if (!d->seek_done && d->r.frames_in != d->next_frame)
+			/* dev-decoder.rst, Drain: every buffer queued before it is done */
+			failf(d, "STREAM_DRAIN answered with %u of %u inputs answered",
+			      d->r.frames_in, d->next_frame);
 		else
 			d->r.drained = true;
 		finish(d);
@@ -672,7 +722,7 @@ struct vvdec *vvdec_new(struct vuf *v, const struct vvdec_clip *clip, FILE *out,
 	if (d->o.n_in > VVDEC_MAX_RES)
 		d->o.n_in = VVDEC_MAX_RES;
 	if (!d->o.timeout_ms)
-		d->o.timeout_ms = 20000;
+		d->o.timeout_ms = 60000;
 	d->n_in = d->o.n_in;
 	return d;
 }
@@ -695,9 +745,16 @@ const struct vvdec_result *vvdec_result(const struct vvdec *d)
 	return &d->r;
 }
 
-int vvdec_frame_source(const struct vvdec *d, unsigned k)
+int vvdec_frame_input(const struct vvdec *d, unsigned k)
 {
 	return k < d->r.frames_out ? d->src[k] : -1;
+}
+
+int vvdec_frame_source(const struct vvdec *d, unsigned k)
+{
+	int n = vvdec_frame_input(d, k);
+
+	return n < 0 ? -1 : n % (int)d->clip->nframes;
 }
 
 static void start(struct vvdec *d)

@@ -21,7 +21,7 @@
 #include "vufront.h"
 #include "vvjob.h"
 
-#define VVDEC_MAX_RES 32
+#define VVDEC_MAX_RES 64
 
 /* A bitstream split into frames (FWHT: header magic + big-endian size). */
 struct vvdec_clip {
@@ -50,7 +50,15 @@ struct vvdec_opts {
 					 * the input and continue at frame seek_to */
 	unsigned seek_to;
 	uint32_t out_format;		/* 0: the device's; else SET_PARAMS_EXT OUTPUT */
-	int timeout_ms;			/* no progress for this long = failure (default 20000) */
+	bool early_drain;		/* STREAM_DRAIN right after the last RESOURCE_QUEUE, as
+					 * ffmpeg sends STOP at end of file (default: once every
+					 * input is answered) */
+	bool eager;			/* queue every input without waiting for the first
+					 * DECODER_RESOLUTION_CHANGED (before any output resource) */
+	unsigned resume;		/* after the drain, decode the clip this many times more,
+					 * each pass ended by its own drain (a new input restarts
+					 * the stream: dev-decoder.rst, Drain) */
+	int timeout_ms;			/* no progress for this long = failure (default 60000) */
 	int verbose;
 };
 
@@ -59,6 +67,8 @@ struct vvdec_result {
 	unsigned frames_out;		/* output frames written */
 	unsigned res_changes;		/* DECODER_RESOLUTION_CHANGED events */
 	unsigned cleared;		/* buffers returned with FLAG_ERR by a clear */
+	unsigned drains;		/* drains completed (answer + EOS) */
+	unsigned ring_full;		/* submissions deferred: the commandq was full */
 	bool eos;			/* the empty EOS buffer arrived */
 	bool drained;			/* STREAM_DRAIN answered OK */
 	unsigned ts_errors;		/* output timestamps not matching an input */
@@ -79,6 +89,8 @@ const struct vvdec_result *vvdec_result(const struct vvdec *d);
 /* Index into the clip of the input frame that output frame k came from
  * (by timestamp), or -1. Valid after the run, k < frames_out. */
 int vvdec_frame_source(const struct vvdec *d, unsigned k);
+/* The same counted over every pass (resume): input number, or -1. */
+int vvdec_frame_input(const struct vvdec *d, unsigned k);
 
 /* Run all decoders (at most 16) to completion; 0 if every one finished
  * (drained + EOS + destroyed), else -1 with each failure in its result's err.

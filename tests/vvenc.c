@@ -31,7 +31,8 @@ struct vvenc {
 	unsigned n_in;
 	struct vres outr[VVENC_MAX_RES];
 	unsigned n_out;
-	unsigned next_frame;
+	unsigned next_frame;		/* input number, counted over every pass */
+	unsigned pass;			/* 0, then 1..o.resume */
 	bool drain_sent, clear_done;
 	uint64_t drain_token;
 	struct vvenc_frame *frames;
@@ -367,19 +368,23 @@ static int write_input(struct vvenc *e, struct vres *r)
 	return 0;
 }
 
+static void send_drain(struct vvenc *e);
+
 static void feed(struct vvenc *e)
 {
+	unsigned end = (e->pass + 1) * e->raw->nframes;	/* this pass's last + 1 */
+
 	for (unsigned i = 0; i < e->n_in && e->state == ST_RUN; i++) {
 		struct vres *r = &e->in[i];
 		uint32_t sizes[VIRTIO_VIDEO_MAX_PLANES] = { 0 };
-		unsigned f = e->next_frame, nsizes;
+		unsigned n = e->next_frame, nsizes;
 		int t;
 
 		if (r->queued)
 			continue;
-		if (f >= e->raw->nframes)
+		if (n >= end)
 			break;
-		layout_frame(e, f);
+		layout_frame(e, n % e->raw->nframes);
 		if (write_input(e, r)) {
 			failf(e, "writing input: %s", vuf_error(e->v));
 			return;
@@ -393,7 +398,7 @@ static void feed(struct vvenc *e)
 				sizes[p] = e->r.ip.plane[p].plane_size;
 		}
 		t = vuf_resource_queue(e->v, e->o.stream_id, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, r->id,
-				       vvenc_ts(f), nsizes, sizes, &r->token);
+				       vvenc_ts(n), nsizes, sizes, &r->token);
 		if (t < 0) {
 			failf(e, "RESOURCE_QUEUE input: %s", vuf_error(e->v));
 			return;
@@ -401,6 +406,8 @@ static void feed(struct vvenc *e)
 		r->queued = true;
 		e->next_frame++;
 		e->r.frames_sent++;
+		if (e->o.early_drain && e->next_frame == end)
+			send_drain(e);
 	}
 }
 
@@ -414,11 +421,15 @@ static bool inputs_idle(const struct vvenc *e)
 
 static void maybe_drain(struct vvenc *e)
 {
-	int t;
-
-	if (e->state != ST_RUN || e->next_frame < e->raw->nframes || !inputs_idle(e))
+	if (e->o.early_drain || e->state != ST_RUN ||
+	    e->next_frame < (e->pass + 1) * e->raw->nframes || !inputs_idle(e))
 		return;
-	t = vuf_stream_drain_submit(e->v, e->o.stream_id, &e->drain_token);
+	send_drain(e);
+}
+
+static void send_drain(struct vvenc *e)
+{
+	int t = vuf_stream_drain_submit(e->v, e->o.stream_id, &e->drain_token);
 	if (t < 0) {
 		failf(e, "STREAM_DRAIN: %s", vuf_error(e->v));
 		return;
@@ -434,7 +445,8 @@ static int frame_of_ts(const struct vvenc *e, uint64_t ts)
 {
 	uint64_t base = vvenc_ts(0), step = vvenc_ts(1) - vvenc_ts(0);
 
-	if (ts < base || (ts - base) % step || (ts - base) / step >= e->raw->nframes)
+	if (ts < base || (ts - base) % step ||
+	    (ts - base) / step >= (uint64_t)e->raw->nframes * (1 + e->o.resume))
 		return -1;
 	return (int)((ts - base) / step);
 }
@@ -558,7 +570,7 @@ static int collect_after_destroy(struct vvenc *e)
 
 		if (!r->queued)
 			continue;
-		t = vuf_resource_queue_wait(e->v, r->token, &rr, 2000);
+		t = vuf_resource_queue_wait(e->v, r->token, &rr, VUF_CMD_TIMEOUT_MS);
 		r->queued = false;
 		if (t < 0) {
 			failf(e, "%s buffer %u was not returned after STREAM_DESTROY: %s",
@@ -598,7 +610,7 @@ static void do_destroy(struct vvenc *e)
 			e->r.frames_out);
 	if (e->drain_sent) {
 		/* a destroy answers a pending drain too (any answer) */
-		if (vuf_wait_type(e->v, e->drain_token, NULL, 0, 8, 2000) < 0) {
+		if (vuf_wait_type(e->v, e->drain_token, NULL, 0, 8, VUF_CMD_TIMEOUT_MS) < 0) {
 			failf(e, "STREAM_DRAIN not answered after STREAM_DESTROY: %s",
 			      vuf_error(e->v));
 			return;
@@ -616,7 +628,7 @@ static void do_destroy(struct vvenc *e)
  * queued inputs come back (FLAG_ERR if dropped); the encode goes on. */
 static void do_clear(struct vvenc *e)
 {
-	int t = vuf_queue_clear(e->v, e->o.stream_id, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 5000);
+	int t = vuf_queue_clear(e->v, e->o.stream_id, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, VUF_CMD_TIMEOUT_MS);
 
 	e->clear_done = true;
 	if (t != VIRTIO_VIDEO_RESP_OK_NODATA) {
@@ -629,7 +641,7 @@ static void do_clear(struct vvenc *e)
 
 		if (!r->queued)
 			continue;
-		t = vuf_resource_queue_wait(e->v, r->token, &rr, 2000);
+		t = vuf_resource_queue_wait(e->v, r->token, &rr, VUF_CMD_TIMEOUT_MS);
 		r->queued = false;
 		if (t < 0) {
 			failf(e, "input buffer %u was not returned by QUEUE_CLEAR: %s", r->id,
@@ -653,12 +665,31 @@ static void do_clear(struct vvenc *e)
 			e->next_frame);
 }
 
+/* After a drain the next input restarts the encoder (dev-encoder.rst,
+ * Drain); the EOS buffer goes back to the device. */
+static void resume(struct vvenc *e)
+{
+	e->pass++;
+	e->r.drained = e->r.eos = false;
+	e->state = ST_RUN;
+	for (unsigned i = 0; i < e->n_out && e->state == ST_RUN; i++)
+		if (!e->outr[i].queued)
+			queue_out(e, &e->outr[i]);
+	feed(e);
+	maybe_drain(e);
+}
+
 static void finish(struct vvenc *e)
 {
 	int t;
 
 	if (e->state != ST_DRAIN || !e->r.drained || !e->r.eos)
 		return;
+	e->r.drains++;
+	if (e->pass < e->o.resume) {
+		resume(e);
+		return;
+	}
 	t = vuf_stream_destroy(e->v, e->o.stream_id);
 	if (t != VIRTIO_VIDEO_RESP_OK_NODATA) {
 		failf(e, "STREAM_DESTROY: %s", answer(e, t));
@@ -682,6 +713,10 @@ static bool on_token(struct vvenc *e, uint64_t tok)
 		t = vuf_wait_type(e->v, tok, NULL, 0, 8, 0);
 		if (t != VIRTIO_VIDEO_RESP_OK_NODATA)
 			failf(e, "STREAM_DRAIN answered %s", answer(e, t));
+		else if (!e->clear_done && e->r.frames_in != e->next_frame)
+			/* dev-encoder.rst, Drain: every buffer queued before it is done */
+			failf(e, "STREAM_DRAIN answered with %u of %u inputs answered",
+			      e->r.frames_in, e->next_frame);
 		else
 			e->r.drained = true;
 		finish(e);
@@ -757,7 +792,7 @@ struct vvenc *vvenc_new(struct vuf *v, const struct vvenc_raw *raw, FILE *out,
 	if (!e->o.frame_rate)
 		e->o.frame_rate = 30;
 	if (!e->o.timeout_ms)
-		e->o.timeout_ms = 20000;
+		e->o.timeout_ms = 60000;
 	return e;
 }
 
@@ -796,11 +831,15 @@ static void start(struct vvenc *e)
 		failf(e, "STREAM_CREATE (%s): %s", vuf_format_name(e->o.coded_format), answer(e, t));
 		return;
 	}
-	if (setup_params(e) || create_inputs(e) || create_outputs(e))
+	if (setup_params(e) || create_inputs(e))
+		return;
+	if (!e->o.outputs_late && create_outputs(e))
 		return;
 	e->state = ST_RUN;
 	feed(e);
 	maybe_drain(e);
+	if (e->o.outputs_late && e->state != ST_FAILED)
+		create_outputs(e);
 }
 
 static bool active(const struct vvenc *e)

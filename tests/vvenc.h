@@ -24,7 +24,7 @@
 #include "vufront.h"
 #include "vvjob.h"
 
-#define VVENC_MAX_RES 32
+#define VVENC_MAX_RES 64
 
 /* A raw YU12 clip of nframes frames of w x h (visible size). */
 struct vvenc_raw {
@@ -56,7 +56,13 @@ struct vvenc_opts {
 					 * input queue and continue with the next unsent frame */
 	int destroy_after;		/* > 0: after this many output frames, STREAM_DESTROY
 					 * and collect every queued buffer; the run ends there */
-	int timeout_ms;			/* no progress for this long = failure (default 20000) */
+	bool early_drain;		/* STREAM_DRAIN right after the last RESOURCE_QUEUE
+					 * (default: once every input is answered) */
+	bool outputs_late;		/* queue the inputs and the drain before creating any
+					 * output resource */
+	unsigned resume;		/* after the drain, encode the clip this many times more,
+					 * each pass ended by its own drain */
+	int timeout_ms;			/* no progress for this long = failure (default 60000) */
 	int verbose;
 };
 
@@ -65,7 +71,8 @@ struct vvenc_frame {
 	uint32_t size;			/* coded bytes */
 	uint32_t flags;			/* VIRTIO_VIDEO_BUFFER_FLAG_* */
 	uint64_t timestamp;
-	int src;			/* input frame index (from the timestamp), -1 if none */
+	int src;			/* input number (from the timestamp, counted over every
+					 * pass), -1 if none */
 };
 
 struct vvenc_result {
@@ -79,6 +86,7 @@ struct vvenc_result {
 	unsigned frames_at_destroy;	/* frames_out when destroy_after destroyed the stream */
 	unsigned clear_at;		/* next_frame when the clear happened (clear_after) */
 	bool eos;			/* the empty EOS buffer arrived */
+	unsigned drains;		/* drains completed (answer + EOS) */
 	bool drained;			/* STREAM_DRAIN answered OK */
 	bool destroyed;			/* the destroy_after path ran */
 	unsigned ts_errors;		/* output timestamps not matching an input */
