@@ -480,6 +480,11 @@ pass() {
 	echo "PASS $1 ($2 s)"
 	L1_PASS=$((L1_PASS + 1))
 }
+
+# the notes L2 left for case $1
+notes() {
+	[[ ! -f $S/run/$1.notes ]] || sed 's/^/  note: /' "$S/run/$1.notes"
+}
 fail() {
 	echo "FAIL $1: $2"
 	L1_FAIL=$((L1_FAIL + 1))
@@ -603,17 +608,21 @@ md5_of() { md5sum "$1" | cut -d' ' -f1; }
 # The direct decode on vicodec in L1: md5 and size of the output, which
 # must be FRAMES whole frames.
 direct_decode() { # clip frame-bytes frames [--hdr] -> "md5 size"
-	local out=$W/direct.yuv from=--stream-from sz
+	local out=$W/direct.yuv from=--stream-from sz try
 	[[ ${4:-} != --hdr ]] || from=--stream-from-hdr
-	v4l2-ctl -d "$VICODEC_DEC" "$from" "$1" --stream-to "$out" --stream-mmap --stream-out-mmap \
-		>"$W/direct.log" 2>&1 || { cat "$W/direct.log" >&2; return 1; }
-	sz=$(stat -c %s "$out")
-	if [[ $sz -ne $(($2 * $3)) ]]; then
-		echo "guest.sh: the direct decode of $1 gave $sz bytes, not $3 frames of $2" >&2
-		return 1
-	fi
-	echo "$(md5_of "$out") $sz"
-	rm -f "$out"
+	# (a reference counts only when whole: see tests/tproc.c, v4l2ctl())
+	for try in 1 2 3; do
+		v4l2-ctl -d "$VICODEC_DEC" "$from" "$1" --stream-to "$out" --stream-mmap --stream-out-mmap \
+			>"$W/direct.log" 2>&1 || { cat "$W/direct.log" >&2; return 1; }
+		sz=$(stat -c %s "$out")
+		if [[ $sz -eq $(($2 * $3)) ]] && ! grep -q 'select timeout' "$W/direct.log"; then
+			echo "$(md5_of "$out") $sz"
+			rm -f "$out"
+			return 0
+		fi
+		echo "guest.sh: note: the direct decode of $1 gave $sz bytes, not $3 frames of $2 (run $try of 3)" >&2
+	done
+	return 1
 }
 
 # raw 640x480 YU12 -> FWHT, the command the guest encode repeats
@@ -621,10 +630,30 @@ enc_args() { # WIDTH HEIGHT
 	echo "--set-fmt-video-out=width=$1,height=$2,pixelformat=YU12 --stream-out-pattern=5 --stream-out-mmap --stream-mmap"
 }
 
+# The direct encode of raw frames (the guest's encode must equal it) and the
+# direct decode of that (the guest's decodes must equal it); an encode that
+# does not decode to all its frames is made again.
+make_clip() { # W H FRAMES raw clip [--hdr] -> the decode's "md5 size"
+	local w=$1 h=$2 n=$3 raw=$4 clip=$5 hdr=${6:-} to=--stream-to try
+	local -a crop=()
+	# (the crop keeps 1080p visible; the guest encodes 640x480 without one)
+	[[ $w -eq 640 && $h -eq 480 ]] || crop=(--set-selection-output="target=crop,width=$w,height=$h")
+	[[ -z $hdr ]] || to=--stream-to-hdr
+	for try in 1 2 3; do
+		# shellcheck disable=SC2046 # the option list
+		v4l2-ctl -d "$VICODEC_ENC" $(enc_args "$w" "$h") "${crop[@]}" --stream-from "$raw" \
+			"$to" "$clip" >"$W/enc.log" 2>&1 || { cat "$W/enc.log" >&2; return 1; }
+		direct_decode "$clip" $((w * h * 3 / 2)) "$n" $hdr && return 0
+		echo "guest.sh: note: the direct ${w}x$h encode is not whole; encoding again ($try of 3)" >&2
+	done
+	return 1
+}
+
 eval_decode() { # case name clip-ref-var md5file...
 	local c=$1 name=$2 ref=$3 rc t f got
 	shift 3
 	rc=$(res_rc "$c") t=$(res_t "$c")
+	notes "$c"
 	if [[ $rc != 0 ]]; then
 		fail "$name" "guest v4l2-ctl status $rc"
 		show "$c" "$S/run/$c.log" 20
@@ -712,20 +741,12 @@ do_l1() {
 	# the clips and the direct references on vicodec
 	local raw=$W/raw.yu12 ref640 ref1080=
 	"$REPO/build/tests/vuvideo-front" gen 640 480 60 "$S/raw640.yu12" >/dev/null
-	# shellcheck disable=SC2046 # the option list
-	v4l2-ctl -d "$VICODEC_ENC" $(enc_args 640 480) --stream-from "$S/raw640.yu12" \
-		--stream-to "$S/clip640.fwht" >"$W/enc.log" 2>&1 || { cat "$W/enc.log"; die "direct encode failed"; }
-	ref640=$(direct_decode "$S/clip640.fwht" $((640 * 480 * 3 / 2)) 60) || die "direct decode failed"
+	ref640=$(make_clip 640 480 60 "$S/raw640.yu12" "$S/clip640.fwht") || die "no 640x480 clip"
 	if [[ $cases == *" dec-1080 "* ]]; then
 		local n1080=${VUV_GUEST_FRAMES_1080:-30}
 		"$REPO/build/tests/vuvideo-front" gen 1920 1080 "$n1080" "$raw" >/dev/null
-		# shellcheck disable=SC2046
-		v4l2-ctl -d "$VICODEC_ENC" $(enc_args 1920 1080) --set-selection-output=target=crop,width=1920,height=1080 \
-			--stream-from "$raw" --stream-to-hdr "$S/clip1080.fwht" >"$W/enc.log" 2>&1 ||
-			{ cat "$W/enc.log"; die "direct 1080p encode failed"; }
+		ref1080=$(make_clip 1920 1080 "$n1080" "$raw" "$S/clip1080.fwht" --hdr) || die "no 1080p clip"
 		rm -f "$raw"
-		ref1080=$(direct_decode "$S/clip1080.fwht" $((1920 * 1080 * 3 / 2)) "$n1080" --hdr) ||
-			die "direct 1080p decode failed"
 	fi
 	echo "guest: L1 ready in $(since "$t0") s (clips and direct references; 640x480: $ref640)"
 	DIE_STATUS=1
@@ -851,6 +872,7 @@ l2_run() { # name cmd...: runs one case, writes NAME.res ("RC SECONDS") and NAME
 	local name=$1 t rc=0
 	shift
 	t=$EPOCHREALTIME
+	L2_CASE=$name
 	"$@" >"$R/$name.log" 2>&1 || rc=$?
 	echo "$rc $(since "$t")" >"$R/$name.res"
 	echo "l2: $name: status $rc"
@@ -859,12 +881,30 @@ l2_run() { # name cmd...: runs one case, writes NAME.res ("RC SECONDS") and NAME
 # The driver sends no OUTPUT buffer to the device before an S_FMT on OUTPUT
 # (dev-decoder.rst's first step, which v4l2-ctl skips unless told):
 # --set-fmt-video-out does it.
+# v4l2-ctl's m2m loop gives up after a fixed 2 s select() timeout (exit 0, a
+# short output): on a loaded machine, under nested TCG, that says nothing
+# about the device. Such a run is repeated (up to 5 runs) and noted in
+# NAME.notes; any other short or wrong output stands.
+l2_v4l2ctl() { # out-file v4l2-ctl args...
+	local out=$1 try rc
+	shift
+	for try in 1 2 3 4 5; do
+		rc=0
+		rm -f "$out"
+		v4l2-ctl "$@" >"$out.log" 2>&1 || rc=$?
+		cat "$out.log"
+		grep -q 'select timeout' "$out.log" || return $rc
+		echo "v4l2-ctl hit its fixed 2 s select timeout (run $try of 5, $(stat -c %s "$out" 2>/dev/null || echo 0) bytes out)" >>"$R/$L2_CASE.notes"
+	done
+	return 1
+}
+
 l2_decode() { # clip md5-file WIDTH HEIGHT [--hdr] [v4l2-ctl options]
 	local clip=$1 md5f=$2 w=$3 h=$4 out from=--stream-from
 	shift 4
 	[[ ${1:-} != --hdr ]] || { from=--stream-from-hdr; shift; }
 	out=/tmp/$(basename "$md5f").yuv
-	v4l2-ctl -d "$L2_DEC" --set-fmt-video-out="width=$w,height=$h,pixelformat=FWHT" \
+	l2_v4l2ctl "$out" -d "$L2_DEC" --set-fmt-video-out="width=$w,height=$h,pixelformat=FWHT" \
 		"$from" "$clip" --stream-to "$out" --stream-mmap --stream-out-mmap "$@" || return
 	echo "$(md5sum "$out" | cut -d' ' -f1) $(stat -c %s "$out")" >"$md5f"
 	rm -f "$out"
@@ -885,7 +925,7 @@ l2_two() {
 l2_encode() {
 	local out=/tmp/enc.fwht
 	# shellcheck disable=SC2046
-	v4l2-ctl -d "$L2_ENC" $(enc_args 640 480) --stream-from "$L2_SHARE/raw640.yu12" --stream-to "$out" || return
+	l2_v4l2ctl "$out" -d "$L2_ENC" $(enc_args 640 480) --stream-from "$L2_SHARE/raw640.yu12" --stream-to "$out" || return
 	echo "$(md5sum "$out" | cut -d' ' -f1) $(stat -c %s "$out")" >"$R/enc-640.md5"
 }
 
