@@ -56,8 +56,8 @@ run_prog "unit: vhost-user engine (valgrind)" \
 	valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite $B/tests/test_vu
 
 if [ "${VUV_NO_VM:-0}" != 1 ]; then
-	run_prog "vm: vicodec single-planar" tests/vm/vm.sh run --mem 2048 -- tests/vm-tests.sh
-	run_prog "vm: vicodec multi-planar" tests/vm/vm.sh run --mem 2048 --multiplanar -- tests/vm-tests.sh
+	run_prog "vm: vicodec single-planar" tests/vm/vm.sh run --mem 2048 --timeout 2700 -- tests/vm-tests.sh
+	run_prog "vm: vicodec multi-planar" tests/vm/vm.sh run --mem 2048 --timeout 2700 --multiplanar -- tests/vm-tests.sh
 fi
 
 echo
