@@ -1592,6 +1592,112 @@ static bool case_ring_addr_running(void)
 	return true;
 }
 
+/* ---- a frontend that truncates its memory file -------------------------- */
+
+/* stderr goes to a memfd between cap_begin and cap_end. */
+static int cap_fd = -1, cap_saved = -1;
+
+static void cap_begin(void)
+{
+	fflush(stderr);
+	cap_fd = memfd_create("stderr", MFD_CLOEXEC);
+	cap_saved = dup(2);
+	dup2(cap_fd, 2);
+}
+
+static void cap_end(char *buf, size_t len)
+{
+	ssize_t n;
+
+	dup2(cap_saved, 2);
+	close(cap_saved);
+	n = pread(cap_fd, buf, len - 1, 0);
+	close(cap_fd);
+	buf[n > 0 ? n : 0] = 0;
+}
+
+static unsigned count_lines(const char *log, const char *what)
+{
+	unsigned n = 0;
+
+	for (const char *l = log; *l; ) {
+		const char *e = strchr(l, '\n');
+		size_t len = e ? (size_t)(e - l) : strlen(l);
+
+		n += memmem(l, len, what, strlen(what)) != NULL;
+		l += len + (e != NULL);
+	}
+	return n;
+}
+
+struct gpa_writer {
+	pthread_t th;
+	int ret;
+};
+
+/* Another thread (the device's event thread) writing guest memory. */
+static void *gpa_write_thread(void *arg)
+{
+	struct gpa_writer *w = arg;
+
+	vu_lock(T.dev);
+	w->ret = vu_gpa_write(T.dev, DATA_A, "frame", 5);
+	vu_unlock(T.dev);
+	return NULL;
+}
+
+/* ftruncate to 0 after SET_MEM_TABLE: the first access faults in whichever
+ * thread makes it; it fails, one error line, the device is broken (and the
+ * loop would drop the frontend), nothing else touches the memory. */
+static bool case_sigbus_truncated(void)
+{
+	struct vu_chain c, c2;
+	struct gpa_writer w = { .ret = 1 };
+	static char log[8192];
+	int r_pop, r_resp;
+	bool broken;
+
+	CHECK(setup(F_RING), "setup");
+	good_chain(&T.r[0], 0);
+	CHECK(pop(0, &c) == 0, "pop");
+	good_chain(&T.r[0], 4);
+	CHECK(ftruncate(T.memfd, 0) == 0, "truncate");
+	cap_begin();
+	pthread_create(&w.th, NULL, gpa_write_thread, &w);
+	pthread_join(w.th, NULL);
+	r_pop = pop(0, &c2);
+	r_resp = respond(&c, "x", 1);
+	broken = vu_broken(T.dev);
+	cap_end(log, sizeof(log));
+	CHECK(ftruncate(T.memfd, MEM_SIZE) == 0, "restore");
+	CHECK(w.ret == -EFAULT, "write into truncated memory: %d", w.ret);
+	CHECK(broken && r_pop == -EIO && !c2.req, "pop after the fault: %d", r_pop);
+	CHECK(r_resp == 0 && !c.req, "respond after the fault: %d", r_resp);
+	CHECK(count_lines(log, "error:") == 1 && count_lines(log, "SIGBUS") == 1,
+	      "log: '%s'", log);
+	return true;
+}
+
+/* The same fault inside vu_queue_pop on the command thread. */
+static bool case_sigbus_pop(void)
+{
+	struct vu_chain c;
+	static char log[8192];
+	int r;
+
+	CHECK(setup(F_RING), "setup");
+	good_chain(&T.r[0], 0);
+	CHECK(ftruncate(T.memfd, 0) == 0, "truncate");
+	cap_begin();
+	r = pop(0, &c);
+	cap_end(log, sizeof(log));
+	CHECK(ftruncate(T.memfd, MEM_SIZE) == 0, "restore");
+	CHECK(r == -EIO && vu_broken(T.dev) && !c.req, "pop: %d", r);
+	CHECK(count_lines(log, "error:") == 1 && count_lines(log, "SIGBUS") == 1,
+	      "log: '%s'", log);
+	return true;
+}
+
 /* ---- vu_run ------------------------------------------------------------- */
 
 struct runner {
@@ -1698,6 +1804,90 @@ static bool case_run_connected(void)
 	return true;
 }
 
+/* A fresh guest memory file (the old one stays truncated for the daemon). */
+static bool mem_renew(void)
+{
+	munmap(T.mem, MEM_SIZE);
+	close(T.memfd);
+	T.memfd = memfd_create("guest", MFD_CLOEXEC);
+	if (T.memfd < 0 || ftruncate(T.memfd, MEM_SIZE))
+		return false;
+	T.mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, T.memfd, 0);
+	for (int i = 0; i < 2; i++) {
+		close(T.r[i].kick);
+		close(T.r[i].call);
+		T.r[i].kick = T.r[i].call = -1;
+	}
+	return T.mem != MAP_FAILED;
+}
+
+/* Through vu_run: a frontend truncates its memory, a write from another
+ * thread faults (connection dropped), the next frontend truncates and kicks
+ * (the fault is in the loop's own thread: dropped), the third is served. */
+static bool case_run_sigbus(void)
+{
+	char dir[] = "/tmp/test_vu.XXXXXX", path[64];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct runner rn = { .ret = -1 };
+	static char log[16384];
+	uint64_t one = 1;
+	bool ok = true;
+	int w_ret = 0;
+	char b;
+
+	CHECK(mkdtemp(dir), "mkdtemp");
+	snprintf(path, sizeof(path), "%s/sock", dir);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	CHECK(t_open(), "setup");
+	vu_disconnect(T.dev);
+	close(T.sock);
+	rn.fd = vu_listen(path);
+	rn.stop = eventfd(0, EFD_CLOEXEC);
+	CHECK(rn.fd >= 0 && rn.stop >= 0, "listen");
+	T.threaded = true;
+	echo_on_kick = true;
+	cap_begin();
+	pthread_create(&rn.th, NULL, run_thread, &rn);
+	for (int round = 0; round < 3 && ok; round++) {
+		T.sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		ok = connect(T.sock, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+		     set_u64(VHOST_USER_SET_FEATURES, F_RING) == 0 && mem_table_ab() == 0 &&
+		     ring_setup(0, GPA_A + 0x1000, QSIZE);
+		if (!ok)
+			break;
+		good_chain(&T.r[0], 0);
+		if (round == 0) {
+			ok = ftruncate(T.memfd, 0) == 0;
+			vu_lock(T.dev);
+			w_ret = vu_gpa_write(T.dev, DATA_A, "frame", 5);
+			vu_unlock(T.dev);
+			ok = ok && recv(T.sock, &b, 1, 0) == 0;
+		} else if (round == 1) {
+			ok = ftruncate(T.memfd, 0) == 0 && write(T.r[0].kick, &one, 8) == 8 &&
+			     recv(T.sock, &b, 1, 0) == 0;
+		} else {
+			ok = write(T.r[0].kick, &one, 8) == 8 && wait_call(0) && used_idx(0) == 1 &&
+			     !memcmp(gp(DATA_A + 0x100), "pong", 4);
+		}
+		close(T.sock);
+		T.sock = -1;
+		ok = ok && mem_renew();
+	}
+	ok = write(rn.stop, &one, 8) == 8 && ok;
+	pthread_join(rn.th, NULL);
+	cap_end(log, sizeof(log));
+	CHECK(ok, "a round failed; log: '%s'", log);
+	CHECK(w_ret == -EFAULT, "the faulting write returned %d", w_ret);
+	CHECK(rn.ret == 0, "vu_run returned %d", rn.ret);
+	CHECK(count_lines(log, "error:") == 2 && count_lines(log, "SIGBUS") == 2,
+	      "log: '%s'", log);
+	close(rn.fd);
+	close(rn.stop);
+	unlink(path);
+	rmdir(dir);
+	return true;
+}
+
 int main(void)
 {
 	static const struct {
@@ -1721,7 +1911,8 @@ int main(void)
 		C(ring_enospc), C(ring_event_idx), C(ring_no_interrupt), C(ring_old_generation),
 		C(ring_get_vring_base), C(vm_stop_cont), C(vm_stop_cont_twice),
 		C(guest_reset_after_stop), C(stop_used_idx_moved), C(ring_addr_running),
-		C(run_listen), C(run_connected),
+		C(sigbus_truncated), C(sigbus_pop),
+		C(run_listen), C(run_connected), C(run_sigbus),
 #undef C
 	};
 
