@@ -281,6 +281,14 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
+/* Fuzz targets build vu.c with VU_TEST_HOOKS to see every used-ring entry
+ * (tests/fuzz: every chain answered exactly once). Nothing otherwise. */
+#ifdef VU_TEST_HOOKS
+#define TEST_HOOK(dev, what, qi, head) vu_test_hook(dev, what, qi, head)
+#else
+#define TEST_HOOK(dev, what, qi, head) ((void)0)
+#endif
+
 /* ---- device state ------------------------------------------------------------- */
 
 /* True the first time (the caller logs why). */
@@ -600,7 +608,10 @@ static int vq_map(struct vu_dev *dev, struct vu_queue *q)
 	return 0;
 }
 
-/* After the memory table changed: rings must be looked up again. */
+static void vq_resume(struct vu_dev *dev, unsigned qi);
+
+/* After the memory table changed: rings must be looked up again (and one
+ * that is back in guest memory gets what was answered meanwhile). */
 static void vq_remap_all(struct vu_dev *dev)
 {
 	for (unsigned i = 0; i < dev->ops->nqueues; i++) {
@@ -608,6 +619,7 @@ static void vq_remap_all(struct vu_dev *dev)
 
 		if (q->addr_set && vq_map(dev, q) && q->state == VU_Q_STARTED)
 			vu_log(VU_WARN, "queue %u: ring no longer in guest memory; queue idle", i);
+		vq_resume(dev, i);
 	}
 }
 
@@ -844,6 +856,7 @@ static int queue_pop(struct vu_dev *dev, unsigned qi, struct vu_chain *c)
 	memset(c, 0, sizeof(*c));
 	c->queue = UINT16_MAX;
 	push_used(q, head, 0);
+	TEST_HOOK(dev, VU_HOOK_MALFORMED, qi, head);
 	if (rl_allow(&dev->rl_chain, &missed))
 		vu_log(VU_WARN, "queue %u: malformed descriptor chain at head %u: %s; returned "
 		       "unused%s", qi, head, why, rl_note(missed, note, sizeof(note)));
@@ -889,6 +902,7 @@ static int chain_complete(struct vu_dev *dev, struct vu_queue *q, uint16_t head,
 		off += chunk;
 	}
 	push_used(q, head, fits && !ret ? (uint32_t)len : 0);
+	TEST_HOOK(dev, VU_HOOK_USED, (unsigned)(q - dev->q), head);
 	return ret;
 }
 
@@ -915,6 +929,7 @@ static int chain_defer(struct vu_dev *dev, struct vu_queue *q, const struct vu_c
 		if (!p) {
 			vu_log(VU_WARN, "queue %u: %u answers already wait for the ring to run; "
 			       "chain %u dropped", c->queue, q->n_done, c->head);
+			TEST_HOOK(dev, VU_HOOK_DROPPED, c->queue, c->head);
 			return 0;
 		}
 		q->done = p;
@@ -922,6 +937,7 @@ static int chain_defer(struct vu_dev *dev, struct vu_queue *q, const struct vu_c
 	}
 	if (fits && len && !(copy = malloc(len))) {
 		vu_log(VU_WARN, "queue %u: out of memory; chain %u dropped", c->queue, c->head);
+		TEST_HOOK(dev, VU_HOOK_DROPPED, c->queue, c->head);
 		return 0;
 	}
 	if (copy)
@@ -930,6 +946,7 @@ static int chain_defer(struct vu_dev *dev, struct vu_queue *q, const struct vu_c
 	*d = (struct vu_done){ .head = c->head, .fits = fits, .n_wr = c->n_wr, .resp = copy,
 			       .len = fits ? len : 0 };
 	memcpy(d->wr, c->wr, c->n_wr * sizeof(c->wr[0]));
+	TEST_HOOK(dev, VU_HOOK_DEFERRED, c->queue, c->head);
 	vu_log(VU_TRACE, "queue %u: chain %u answered while the ring is stopped; kept",
 	       c->queue, c->head);
 	return fits ? 0 : -ENOSPC;
@@ -1021,6 +1038,8 @@ static void vq_resume(struct vu_dev *dev, unsigned qi)
 
 		if (d->head < q->num)
 			chain_complete(dev, q, d->head, d->wr, d->n_wr, d->fits, d->resp, d->len);
+		else
+			TEST_HOOK(dev, VU_HOOK_DROPPED, qi, d->head);
 		free(d->resp);
 		d->resp = NULL;		/* a fault mid-way leaves the rest to vq_clear */
 	}

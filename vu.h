@@ -275,6 +275,15 @@ void *vu_gpa_to_va(struct vu_dev *dev, uint64_t gpa, uint64_t *len);
 int vu_gpa_read(struct vu_dev *dev, uint64_t gpa, void *buf, size_t len);
 int vu_gpa_write(struct vu_dev *dev, uint64_t gpa, const void *buf, size_t len);
 
+#ifdef VU_TEST_HOOKS
+/* Defined by a test program built with -DVU_TEST_HOOKS (tests/fuzz): told
+ * of every used-ring entry (USED: an answer published; MALFORMED: a bad
+ * chain returned empty by vu_queue_pop) and of answers kept while the ring
+ * was stopped (DEFERRED) or dropped (DROPPED). Lock held. */
+enum { VU_HOOK_USED, VU_HOOK_MALFORMED, VU_HOOK_DEFERRED, VU_HOOK_DROPPED };
+void vu_test_hook(struct vu_dev *dev, int what, unsigned q, uint16_t head);
+#endif
+
 /* Logging, shared by the whole daemon: one line each on stderr. */
 extern int vu_verbosity;	/* 0 default, 1 = -v (commands), 2 = -vv (buffers) */
 void vu_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -5,6 +5,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# `tests/deps.sh fuzz` (make fuzz): clang and its libFuzzer/sanitizer runtimes only.
+if [ "${1:-}" = fuzz ]; then
+	need=()
+	command -v clang >/dev/null 2>&1 || need+=(clang)
+	ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
+		need+=(libclang-rt-14-dev)
+	[ -e /usr/include/linux/virtio_ring.h ] || need+=(linux-libc-dev)
+	[ ${#need[@]} -gt 0 ] || exit 0
+	if [ "$(id -u)" != 0 ]; then
+		echo "deps: missing packages; run as root:" >&2
+		echo "  apt-get update && apt-get install -y --no-install-recommends ${need[*]}" >&2
+		exit 1
+	fi
+	echo "deps: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	timeout 600 apt-get update -qq
+	timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	exit 0
+fi
+
 # command-or-file -> Debian package
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
