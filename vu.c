@@ -93,6 +93,7 @@ struct vu_ring_sig {
  * then GET_VRING_BASE): kept, guest memory untouched, until the same ring
  * runs again; dropped if the ring is re-created instead. */
 struct vu_done {
+	uint32_t gen;			/* a reset since (any ring re-created) drops it */
 	uint16_t head;
 	bool fits;			/* len <= the chain's writable space */
 	struct vu_seg wr[VU_CHAIN_MAX_WR];
@@ -943,8 +944,8 @@ static int chain_defer(struct vu_dev *dev, struct vu_queue *q, const struct vu_c
 	if (copy)
 		memcpy(copy, resp, len);
 	d = &q->done[q->n_done++];
-	*d = (struct vu_done){ .head = c->head, .fits = fits, .n_wr = c->n_wr, .resp = copy,
-			       .len = fits ? len : 0 };
+	*d = (struct vu_done){ .gen = c->gen, .head = c->head, .fits = fits, .n_wr = c->n_wr,
+			       .resp = copy, .len = fits ? len : 0 };
 	memcpy(d->wr, c->wr, c->n_wr * sizeof(c->wr[0]));
 	TEST_HOOK(dev, VU_HOOK_DEFERRED, c->queue, c->head);
 	vu_log(VU_TRACE, "queue %u: chain %u answered while the ring is stopped; kept",
@@ -1029,22 +1030,27 @@ void vu_queue_notify(struct vu_dev *dev, unsigned qi)
 static void vq_resume(struct vu_dev *dev, unsigned qi)
 {
 	struct vu_queue *q = &dev->q[qi];
-	unsigned n = q->n_done;
+	unsigned n = q->n_done, sent = 0;
 
 	if (!n || !vu_queue_ready(dev, qi))
 		return;
 	for (unsigned i = 0; i < n; i++) {
 		struct vu_done *d = &q->done[i];
 
-		if (d->head < q->num)
+		/* Another ring re-created meanwhile reset the device: the chain is
+		 * as stale as any other of that generation. */
+		if (d->gen == vu_generation(dev) && d->head < q->num) {
 			chain_complete(dev, q, d->head, d->wr, d->n_wr, d->fits, d->resp, d->len);
-		else
+			sent++;
+		} else {
 			TEST_HOOK(dev, VU_HOOK_DROPPED, qi, d->head);
+		}
 		free(d->resp);
 		d->resp = NULL;		/* a fault mid-way leaves the rest to vq_clear */
 	}
 	q->n_done = 0;
-	vu_log(VU_DEBUG, "queue %u: %u answers made while it was stopped delivered", qi, n);
+	vu_log(VU_DEBUG, "queue %u: %u answers made while it was stopped delivered, %u stale "
+	       "dropped", qi, sent, n - sent);
 	queue_notify(dev, qi);
 }
 
