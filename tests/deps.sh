@@ -36,6 +36,11 @@ have readelf || need+=(binutils)
 [ -e /usr/include/linux/videodev2.h ] || need+=(linux-libc-dev)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
 # the sanitizer runtimes come with gcc on Debian (libasan8, libubsan1)
+# the QEMU fixture of the stop/cont test (../shared/guest-driver/qemu/README)
+qemu=../shared/guest-driver/qemu/qemu-system-x86_64
+if [ -x "$qemu" ] && ldd "$qemu" 2>/dev/null | grep -q 'not found'; then
+	need+=(libglib2.0-0 libpixman-1-0 libfdt1 libpng16-16 zlib1g libbz2-1.0)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then

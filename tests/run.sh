@@ -55,6 +55,10 @@ run_prog "unit: vhost-user engine (ASan+UBSan)" $B/asan/tests/test_vu
 run_prog "unit: vhost-user engine (valgrind)" \
 	valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite $B/tests/test_vu
 
+# vu.c against the real QEMU 10 (the guest-driver fixture) with the qtest
+# accelerator playing the guest: VM stop/cont with parked chains, guest reset.
+run_prog "unit: vhost-user engine against QEMU (stop/cont)" $B/tests/qemu_stopcont ../shared/guest-driver/qemu
+
 # The fuzz targets' committed corpora (seeds and every crasher found), with
 # the same invariants as under libFuzzer, built by gcc with ASan+UBSan.
 for t in fuzz_vu_msg fuzz_vring; do
