@@ -1534,6 +1534,25 @@ static bool case_stop_used_idx_moved(void)
 	return true;
 }
 
+/* Found by fuzz_vu_msg: ring 1 re-created (a device reset) while ring 0,
+ * resumed unchanged, holds a kept answer: that answer is stale too. */
+static bool case_stop_other_ring_recreated(void)
+{
+	struct vu_chain c;
+
+	CHECK(setup(F_RING), "setup");
+	small_chain(&T.r[0], 0);
+	CHECK(pop(0, &c) == 0, "pop");
+	CHECK(qemu_stop() == 1, "stop");
+	CHECK(answer(&c, '0'), "answer while stopped");
+	n_resets = 0;
+	T.r[1].used->idx = 3;			/* ring 1 is not the one it was */
+	CHECK(qemu_start(1, true), "restart");
+	CHECK(n_resets == 1, "re-created ring 1 did not reset the device");
+	CHECK(used_idx(0) == 0, "a kept answer of before the reset reached ring 0");
+	return good_chain_works(0, 8);
+}
+
 /* An older test: in-flight chains answered after a resume at the same base. */
 static bool case_ring_get_vring_base(void)
 {
@@ -1910,7 +1929,8 @@ int main(void)
 		C(ring_avail_jump), C(ring_too_many_writable), C(ring_request_too_big),
 		C(ring_enospc), C(ring_event_idx), C(ring_no_interrupt), C(ring_old_generation),
 		C(ring_get_vring_base), C(vm_stop_cont), C(vm_stop_cont_twice),
-		C(guest_reset_after_stop), C(stop_used_idx_moved), C(ring_addr_running),
+		C(guest_reset_after_stop), C(stop_used_idx_moved), C(stop_other_ring_recreated),
+		C(ring_addr_running),
 		C(sigbus_truncated), C(sigbus_pop),
 		C(run_listen), C(run_connected), C(run_sigbus),
 #undef C
