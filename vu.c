@@ -948,7 +948,7 @@ static int chain_defer(struct vu_dev *dev, struct vu_queue *q, const struct vu_c
 			       .resp = copy, .len = fits ? len : 0 };
 	memcpy(d->wr, c->wr, c->n_wr * sizeof(c->wr[0]));
 	TEST_HOOK(dev, VU_HOOK_DEFERRED, c->queue, c->head);
-	vu_log(VU_TRACE, "queue %u: chain %u answered while the ring is stopped; kept",
+	vu_log(VU_DEBUG, "queue %u: chain %u answered while the ring is stopped; kept",
 	       c->queue, c->head);
 	return fits ? 0 : -ENOSPC;
 }
