@@ -82,8 +82,9 @@ endif
 DAEMON := $(if $(filter build,$(B)),vhost-user-video,$(B)/vhost-user-video)
 DAEMON_SRCS := vuvideo.c vu.c v4l2.c
 # Test programs: name -> sources. Each links what it tests, nothing more.
-TEST_PROGS := test_vu e2e_core e2e_dec e2e_enc vuvideo-front
+TEST_PROGS := test_vu qemu_stopcont e2e_core e2e_dec e2e_enc vuvideo-front
 test_vu_SRCS := tests/test_vu.c vu.c
+qemu_stopcont_SRCS := tests/qemu_stopcont.c vu.c
 e2e_core_SRCS := tests/e2e_core.c tests/vufront.c tests/tproc.c
 e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
 e2e_enc_SRCS := tests/e2e_enc.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
@@ -147,13 +148,59 @@ $(B)/asan/%.o: %.c $(B)/config.h | $(B)/asan/tests
 	$(quiet) CC "$< [asan]"
 	$(Q)$(ASAN_CC) $(VUV_CPPFLAGS) $(VUV_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
+# ---- fuzz targets (tests/fuzz) --------------------------------------------------
+# Each target links vu.c built with VU_TEST_HOOKS. make check replays the
+# committed corpora with gcc ASan+UBSan (replay.c, no clang needed); make fuzz
+# runs libFuzzer (clang) for FUZZ_SECONDS per target.
+FUZZ_TARGETS := fuzz_vu_msg fuzz_vring
+FUZZ_SRCS = tests/fuzz/$(1).c tests/fuzz/fuzz_common.c vu.c
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_CPPFLAGS := $(VUV_CPPFLAGS) -DVU_TEST_HOOKS -Itests/fuzz
+FUZZ_SAN := address,undefined
+define fuzz_prog
+$(B)/asan/tests/$(1)-replay: $(call objs,$(B)/hooks,$(call FUZZ_SRCS,$(1)) tests/fuzz/replay.c)
+	$$(quiet) LD $$@
+	$$(Q)$$(ASAN_CC) $$(VUV_CFLAGS) $$(ASAN_FLAGS) -pthread -o $$@ $$^
+$(B)/fuzz/$(1): $(call objs,$(B)/fuzz,$(call FUZZ_SRCS,$(1)))
+	$$(quiet) LD $$@
+	$$(Q)$$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,$$(FUZZ_SAN) -pthread -o $$@ $$^
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call fuzz_prog,$(t))))
+
+$(B)/hooks/%.o: %.c $(B)/config.h
+	$(quiet) CC "$< [asan, hooks]"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(ASAN_CC) $(FUZZ_CPPFLAGS) $(VUV_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+
+$(B)/fuzz/%.o: %.c $(B)/config.h
+	$(quiet) CC "$< [libfuzzer]"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CPPFLAGS) -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter \
+		-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,$(FUZZ_SAN) \
+		-fno-sanitize-recover=undefined -pthread -MMD -MP -c -o $@ $<
+
+$(B)/tests/mkseeds: tests/fuzz/mkseeds.c vu.h | $(B)/tests
+	$(quiet) LD $@
+	$(Q)$(ASAN_CC) $(VUV_CPPFLAGS) $(VUV_CFLAGS) -o $@ $<
+
+# Regenerate the seed corpora (committed; crashers found later sit beside them).
+fuzz-seeds: $(B)/tests/mkseeds
+	$(Q)$(B)/tests/mkseeds tests/fuzz/corpus
+
+fuzz:
+	$(Q)tests/deps.sh fuzz
+	$(Q)$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(B)/fuzz/%)
+	$(Q)tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 tests: $(DAEMON) $(TEST_PROGS:%=$(B)/tests/%) trimmed
 
 # The one-role configurations, each in its own directory (make check tests them).
 trimmed:
 	$(Q)$(MAKE) --no-print-directory B=build/dec KCONFIG_CONFIG=configs/decoder_defconfig build/dec/vhost-user-video
 	$(Q)$(MAKE) --no-print-directory B=build/enc KCONFIG_CONFIG=configs/encoder_defconfig build/enc/vhost-user-video
-tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%)
+tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%) \
+	$(FUZZ_TARGETS:%=$(B)/asan/tests/%-replay)
 
 # `make check` first installs what a fresh Debian machine lacks (as root), then
 # builds both variants and runs unit tests on the host and end-to-end tests
@@ -245,6 +292,8 @@ help:
 	@echo "  check-unit     unit tests only, no VM"
 	@echo "  demo           decode a clip through the daemon on vicodec in the test VM"
 	@echo "  bench          decode throughput through the daemon vs v4l2-ctl directly"
+	@echo "  fuzz           libFuzzer on each target for FUZZ_SECONDS=$(FUZZ_SECONDS) (clang)"
+	@echo "  fuzz-seeds     regenerate the seed corpora in tests/fuzz/corpus"
 	@echo "  tests          build the test programs into $(B)/tests"
 	@echo "  install        PREFIX=$(PREFIX) DESTDIR= BINDIR= MANDIR=; install-strip, uninstall"
 	@echo "  clean          remove build output; distclean also removes .config"
@@ -255,7 +304,7 @@ help:
 	@echo "  savedefconfig  write the options that differ from the defaults to ./defconfig"
 	@echo "  menuconfig     interactive (kconfig-mconf or python3 -m menuconfig)"
 
-.PHONY: FORCE all tests trimmed tests-asan check check-unit demo bench defconfig olddefconfig savedefconfig \
+.PHONY: FORCE all tests trimmed tests-asan check check-unit demo bench fuzz fuzz-seeds defconfig olddefconfig savedefconfig \
 	menuconfig install install-strip uninstall clean distclean help
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

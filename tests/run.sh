@@ -55,6 +55,17 @@ run_prog "unit: vhost-user engine (ASan+UBSan)" $B/asan/tests/test_vu
 run_prog "unit: vhost-user engine (valgrind)" \
 	valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite $B/tests/test_vu
 
+# vu.c against the real QEMU 10 (the guest-driver fixture) with the qtest
+# accelerator playing the guest: VM stop/cont with parked chains, guest reset.
+run_prog "unit: vhost-user engine against QEMU (stop/cont)" $B/tests/qemu_stopcont ../shared/guest-driver/qemu
+
+# The fuzz targets' committed corpora (seeds and every crasher found), with
+# the same invariants as under libFuzzer, built by gcc with ASan+UBSan.
+for t in fuzz_vu_msg fuzz_vring; do
+	run_prog "fuzz corpus replay: $t (ASan+UBSan)" sh -c \
+		"$B/asan/tests/$t-replay tests/fuzz/corpus/$t 2>$B/$t-replay.log || { tail -n 20 $B/$t-replay.log; exit 1; }"
+done
+
 if [ "${VUV_NO_VM:-0}" != 1 ]; then
 	run_prog "vm: vicodec single-planar" tests/vm/vm.sh run --mem 2048 --timeout 2700 -- tests/vm-tests.sh
 	run_prog "vm: vicodec multi-planar" tests/vm/vm.sh run --mem 2048 --timeout 2700 --multiplanar -- tests/vm-tests.sh
