@@ -82,9 +82,10 @@ endif
 DAEMON := $(if $(filter build,$(B)),vhost-user-video,$(B)/vhost-user-video)
 DAEMON_SRCS := vuvideo.c vu.c v4l2.c
 # Test programs: name -> sources. Each links what it tests, nothing more.
-TEST_PROGS := test_vu e2e_core e2e_dec e2e_enc vuvideo-front
+TEST_PROGS := test_vu e2e_core e2e_svc e2e_dec e2e_enc vuvideo-front
 test_vu_SRCS := tests/test_vu.c vu.c
 e2e_core_SRCS := tests/e2e_core.c tests/vufront.c tests/tproc.c
+e2e_svc_SRCS := tests/e2e_svc.c tests/vufront.c tests/tproc.c
 e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
 e2e_enc_SRCS := tests/e2e_enc.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
 vuvideo-front_SRCS := tests/vvfront.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c
@@ -217,19 +218,48 @@ menuconfig:
 
 # ---- install -------------------------------------------------------------------
 # Not stripped (distributions strip themselves); install-strip does.
+# The QEMU JSON descriptor only on request: QEMU's schema has no "video" type
+# yet, and a libvirt that meets an unknown type fails its whole discovery.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+INITDIR ?= $(SYSCONFDIR)/init.d
+SYSTEMDUNITDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+UNITS := vhost-user-video.service vhost-user-video.socket vhost-user-video@.service
+SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+
 install: $(DAEMON)
 	$(INSTALL) -D -m 0755 $(DAEMON) $(DESTDIR)$(BINDIR)/vhost-user-video
-	$(INSTALL) -D -m 0644 doc/vhost-user-video.1 $(DESTDIR)$(MANDIR)/man1/vhost-user-video.1
+	$(INSTALL) -D -m 0644 doc/vhost-user-video.8 $(DESTDIR)$(MANDIR)/man8/vhost-user-video.8
+
+install-qemu-json:
 	$(INSTALL) -d $(DESTDIR)$(DATADIR)/qemu/vhost-user
-	sed 's|@BINDIR@|$(BINDIR)|' doc/50-vhost-user-video.json > \
+	$(SUBST) doc/50-vhost-user-video.json > \
 		$(DESTDIR)$(DATADIR)/qemu/vhost-user/50-vhost-user-video.json
+
+# BusyBox/SysV init: the script and its defaults file (kept if present).
+install-sysv:
+	$(INSTALL) -d $(DESTDIR)$(INITDIR)
+	$(SUBST) contrib/init/S50vhost-user-video > $(DESTDIR)$(INITDIR)/S50vhost-user-video
+	chmod 0755 $(DESTDIR)$(INITDIR)/S50vhost-user-video
+	$(INSTALL) -d $(DESTDIR)$(SYSCONFDIR)/default
+	test -e $(DESTDIR)$(SYSCONFDIR)/default/vhost-user-video || \
+		$(INSTALL) -m 0644 contrib/init/vhost-user-video.default \
+			$(DESTDIR)$(SYSCONFDIR)/default/vhost-user-video
+
+install-systemd:
+	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	for u in $(UNITS); do \
+		$(SUBST) contrib/systemd/$$u > $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u; \
+	done
 
 install-strip: install
 	$(STRIP) $(DESTDIR)$(BINDIR)/vhost-user-video
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/vhost-user-video $(DESTDIR)$(MANDIR)/man1/vhost-user-video.1 \
-		$(DESTDIR)$(DATADIR)/qemu/vhost-user/50-vhost-user-video.json
+	rm -f $(DESTDIR)$(BINDIR)/vhost-user-video $(DESTDIR)$(MANDIR)/man8/vhost-user-video.8 \
+		$(DESTDIR)$(DATADIR)/qemu/vhost-user/50-vhost-user-video.json \
+		$(DESTDIR)$(INITDIR)/S50vhost-user-video \
+		$(UNITS:%=$(DESTDIR)$(SYSTEMDUNITDIR)/%)
 
 clean:
 	rm -rf build vhost-user-video
@@ -246,7 +276,10 @@ help:
 	@echo "  demo           decode a clip through the daemon on vicodec in the test VM"
 	@echo "  bench          decode throughput through the daemon vs v4l2-ctl directly"
 	@echo "  tests          build the test programs into $(B)/tests"
-	@echo "  install        PREFIX=$(PREFIX) DESTDIR= BINDIR= MANDIR=; install-strip, uninstall"
+	@echo "  install        daemon + man page; PREFIX=$(PREFIX) DESTDIR= BINDIR= MANDIR=; install-strip, uninstall"
+	@echo "  install-sysv   contrib/init: S50vhost-user-video + /etc/default/vhost-user-video (INITDIR, SYSCONFDIR)"
+	@echo "  install-systemd  contrib/systemd units (SYSTEMDUNITDIR)"
+	@echo "  install-qemu-json  QEMU's vhost-user JSON descriptor (not by install: no \"video\" type in QEMU's schema yet)"
 	@echo "  clean          remove build output; distclean also removes .config"
 	@echo "Configure (no Kconfig tool needed):"
 	@echo "  defconfig      .config with the defaults (KCONFIG_CONFIG=FILE for another file)"
@@ -256,6 +289,6 @@ help:
 	@echo "  menuconfig     interactive (kconfig-mconf or python3 -m menuconfig)"
 
 .PHONY: FORCE all tests trimmed tests-asan check check-unit demo bench defconfig olddefconfig savedefconfig \
-	menuconfig install install-strip uninstall clean distclean help
+	menuconfig install install-qemu-json install-sysv install-systemd install-strip uninstall clean distclean help
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

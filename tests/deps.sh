@@ -13,6 +13,7 @@ have gcc || need+=(gcc)
 have make || need+=(make)
 have valgrind || need+=(valgrind)
 have readelf || need+=(binutils)
+[ -x /usr/bin/python3 ] || need+=(python3)	# json.tool for --print-capabilities
 [ -e /usr/include/linux/videodev2.h ] || need+=(linux-libc-dev)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
 # the sanitizer runtimes come with gcc on Debian (libasan8, libubsan1)

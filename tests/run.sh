@@ -23,6 +23,24 @@ check "a missing device exits 1 with an error line" sh -c \
 	"out=\$($D --socket-path=/tmp/vuv-none.sock --v4l2-device=/nonexistent 2>&1); [ \$? = 1 ] && echo \"\$out\" | grep -q 'error: cannot open /nonexistent'"
 check "a non-V4L2 device is refused" sh -c "! $D --socket-path=/tmp/vuv-none.sock --v4l2-device=/dev/null 2>/dev/null"
 check "--fd refuses a non-number" sh -c "$D --fd=abc 2>/dev/null; [ \$? = 2 ]"
+check "--socket-fd (the --fd alias) refuses a non-number" sh -c "$D --socket-fd=abc 2>/dev/null; [ \$? = 2 ]"
+check "--print-capabilities is valid JSON (python3 -m json.tool)" sh -c \
+	"$D --print-capabilities | /usr/bin/python3 -m json.tool"
+# every long option --help lists is described in the man page, and back
+check "--help and the man page (section 8) list the same options" sh -c \
+	"$D --help | grep -o -- '--[a-z0-9-]*' | sort -u >$B/opts.help &&
+	 sed 's/\\\\-/-/g' doc/vhost-user-video.8 | sed -n '/^.SH OPTIONS/,/^.SH /p' |
+		grep -o -- '--[a-z0-9-]*' | sort -u >$B/opts.man &&
+	 [ -s $B/opts.help ] && diff $B/opts.help $B/opts.man"
+rm -rf $B/inst
+check "make install: daemon and man8 page, no QEMU JSON descriptor" sh -c \
+	"make --no-print-directory DESTDIR=$PWD/$B/inst PREFIX=/usr install >/dev/null &&
+	 [ -x $B/inst/usr/bin/vhost-user-video ] && [ -f $B/inst/usr/share/man/man8/vhost-user-video.8 ] &&
+	 [ ! -e $B/inst/usr/share/qemu ]"
+check "make install-qemu-json: the descriptor, valid JSON, with the binary's path" sh -c \
+	"make --no-print-directory DESTDIR=$PWD/$B/inst PREFIX=/usr install-qemu-json >/dev/null &&
+	 /usr/bin/python3 -m json.tool $B/inst/usr/share/qemu/vhost-user/50-vhost-user-video.json |
+		grep -q '\"binary\": \"/usr/bin/vhost-user-video\"'"
 check "--v4l2-ctrl refuses a malformed ID=VALUE" sh -c "$D --v4l2-ctrl=gop 2>/dev/null; [ \$? = 2 ]"
 
 echo "=== Kconfig-trimmed builds"

@@ -20,6 +20,7 @@ for variant in static asan; do
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=67
 	run_prog "e2e core ($variant daemon)" $B/tests/e2e_core
+	run_prog "e2e service conventions ($variant daemon)" $B/tests/e2e_svc
 	run_prog "e2e decoder ($variant daemon)" $B/tests/e2e_dec
 	if [ -x $B/tests/e2e_enc ]; then
 		run_prog "e2e encoder ($variant daemon)" $B/tests/e2e_enc
