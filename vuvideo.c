@@ -2329,7 +2329,7 @@ static void usage(FILE *f)
 	      "      --socket-group=GROUP let GROUP connect too (mode 0660)\n"
 	      "      --fd=N, --socket-fd=N  use inherited socket N (listening or connected)\n"
 	      "                           (LISTEN_FDS/LISTEN_PID: fd 3, without either)\n"
-	      "  -d, --v4l2-device=DEV    the V4L2 codec node (default: the first\n"
+	      "  -d, --v4l2-device=DEV    the V4L2 codec node (default or empty: the first\n"
 	      "                           stateful decoder, else encoder, in /dev/video*)\n"
 	      "      --v4l2-ctrl=ID=VAL   set V4L2 control ID (e.g. 0x009909cb, GOP size)\n"
 	      "                           on every stream; repeatable\n"
@@ -2500,7 +2500,7 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case 's': sock_path = optarg; break;
 		case 'g': group = optarg; break;
-		case 'd': dev_path = optarg; break;
+		case 'd': dev_path = *optarg ? optarg : NULL; break;	/* empty: look for one */
 		case 'v': vu_verbosity++; break;
 		case 'f':
 			fd = parse_fd(optarg);

@@ -14,6 +14,8 @@ have make || need+=(make)
 have valgrind || need+=(valgrind)
 have readelf || need+=(binutils)
 [ -x /usr/bin/python3 ] || need+=(python3)	# json.tool for --print-capabilities
+have systemd-analyze || need+=(systemd)		# verify the units
+have shellcheck || need+=(shellcheck)		# the init script
 [ -e /usr/include/linux/videodev2.h ] || need+=(linux-libc-dev)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
 # the sanitizer runtimes come with gcc on Debian (libasan8, libubsan1)

@@ -43,6 +43,29 @@ check "make install-qemu-json: the descriptor, valid JSON, with the binary's pat
 		grep -q '\"binary\": \"/usr/bin/vhost-user-video\"'"
 check "--v4l2-ctrl refuses a malformed ID=VALUE" sh -c "$D --v4l2-ctrl=gop 2>/dev/null; [ \$? = 2 ]"
 
+echo "=== init script and systemd units (contrib/)"
+rm -rf $B/units
+# the units as installed, ExecStart pointing at this tree's daemon so that
+# systemd-analyze can check it is executable; the template as an instance
+check "make install-systemd installs the three units" sh -c \
+	"make --no-print-directory DESTDIR=$PWD/$B/units SYSTEMDUNITDIR=/ SYSCONFDIR=/etc BINDIR=$PWD \
+		install-systemd >/dev/null &&
+	 cp '$B/units/vhost-user-video@.service' '$B/units/vhost-user-video@video0.service' &&
+	 [ \$(ls $B/units | wc -l) = 4 ]"
+# verify exits 0 on unknown keys and bad values too: any output is a failure
+check "systemd-analyze verify: the units are clean (no output)" sh -c \
+	"cd $B/units && systemd-analyze verify --man=no ./vhost-user-video.socket ./vhost-user-video.service \
+		./vhost-user-video@video0.service >../units.log 2>&1 && [ ! -s ../units.log ]"
+check "the units are Type=notify and hardened (ProtectSystem=strict, DeviceAllow=char-video4linux)" sh -c \
+	"for u in vhost-user-video.service vhost-user-video@.service; do
+		grep -q '^Type=notify' contrib/systemd/\$u && grep -q '^ProtectSystem=strict' contrib/systemd/\$u &&
+		grep -q '^DeviceAllow=char-video4linux rw' contrib/systemd/\$u || exit 1; done"
+check "the init script is clean under shellcheck (sh)" shellcheck -s sh contrib/init/S50vhost-user-video
+check "make install-sysv: script (executable, BINDIR substituted) and defaults file" sh -c \
+	"make --no-print-directory DESTDIR=$PWD/$B/sysv PREFIX=/usr install-sysv >/dev/null &&
+	 [ -x $B/sysv/etc/init.d/S50vhost-user-video ] && [ -f $B/sysv/etc/default/vhost-user-video ] &&
+	 grep -q '^BIN=\"/usr/bin/' $B/sysv/etc/init.d/S50vhost-user-video"
+
 echo "=== Kconfig-trimmed builds"
 declare -A marker=([decoder]="source change" [encoder]="smaller than a frame")
 for cfg in dec:decoder:encoder enc:encoder:decoder; do

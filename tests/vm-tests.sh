@@ -45,5 +45,10 @@ check "--print-capabilities reports the encoder node as virtio-id 30" sh -c \
 check "decoder-only build refuses the encoder node" refuses $B/dec/vhost-user-video "${VICODEC_ENC}" encoder
 check "encoder-only build refuses the decoder node" refuses $B/enc/vhost-user-video "${VICODEC_DEC}" decoder
 
+# The SysV init script with BusyBox start-stop-daemon: once, single-planar.
+if [ "${VICODEC_MPLANE:-0}" = 0 ]; then
+	run_prog "SysV init script (BusyBox start-stop-daemon)" tests/vm-sysv.sh
+fi
+
 echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
 [ "$TOTAL_FAIL" = 0 ]
