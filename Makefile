@@ -36,7 +36,7 @@ INSTALL ?= install
 # Cross toolchains without them: make KERNEL_HEADERS=/path/to/sysroot/usr/include
 KERNEL_HEADERS ?=
 ifeq ($(KERNEL_HEADERS),)
-  ifneq ($(filter-out help clean distclean defconfig %_defconfig olddefconfig savedefconfig menuconfig,$(or $(MAKECMDGOALS),all)),)
+  ifneq ($(filter-out help clean distclean defconfig %_defconfig olddefconfig savedefconfig menuconfig install-qemu-json install-sysv install-systemd uninstall,$(or $(MAKECMDGOALS),all)),)
     HASH := \#
     CC_HAS_UAPI := $(shell printf '$(HASH)include <linux/videodev2.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo y)
   endif
@@ -55,17 +55,25 @@ CONFIG_FILE := $(firstword $(wildcard $(KCONFIG_CONFIG)) /dev/null)
 
 # ---- flags: ours first, the user's CPPFLAGS/CFLAGS/LDFLAGS appended ---------
 VUV_CPPFLAGS := -D_GNU_SOURCE -DVUV_VERSION='"$(VERSION)"' -I$(B) -I.
+# The default build is the embedded one: -Os, no unwind tables (-g still
+# gives .debug_frame for gdb; strip removes it), code and data in one
+# segment each without page padding. OPT=-O2 for the old flags.
+OPT ?= -Os -fno-asynchronous-unwind-tables -fno-unwind-tables
 VUV_CFLAGS := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-	-Wmissing-prototypes -Wno-unused-parameter -O2 -g \
+	-Wmissing-prototypes -Wno-unused-parameter $(OPT) -g \
 	-ffunction-sections -fdata-sections -pthread -MMD -MP
 VUV_LDFLAGS := -pthread -Wl,--gc-sections
 ifeq ($(STATIC),1)
-  VUV_LDFLAGS += -static
+  # static: no loader, so RELRO protects nothing; code and data segments
+  # follow each other in the file without page padding (the page they share
+  # is mapped twice, as usual). GNU ld >= 2.31; other linkers: LDFLAGS_SIZE=
+  LDFLAGS_SIZE ?= -Wl,-z,noseparate-code -Wl,-z,norelro -Wl,-z,common-page-size=64
+  VUV_LDFLAGS += -static $(LDFLAGS_SIZE)
 endif
 VUV_KINC_FLAGS := $(if $(KERNEL_HEADERS),-isystem $(KERNEL_HEADERS))
 
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
-	-fno-sanitize-recover=undefined -O1
+	-fno-sanitize-recover=undefined -fasynchronous-unwind-tables -O1
 
 ifeq ($(V),1)
   Q :=
@@ -82,8 +90,10 @@ endif
 DAEMON := $(if $(filter build,$(B)),vhost-user-video,$(B)/vhost-user-video)
 DAEMON_SRCS := vuvideo.c vu.c v4l2.c
 # Test programs: name -> sources. Each links what it tests, nothing more.
-TEST_PROGS := test_vu e2e_core e2e_svc e2e_dec e2e_enc vuvideo-front
+TEST_PROGS := test_vu test_fmt e2e_core e2e_svc e2e_dec e2e_enc vuvideo-front
 test_vu_SRCS := tests/test_vu.c vu.c
+# vu.c's own printf (static musl build) or libc's (ASan)
+test_fmt_SRCS := tests/test_fmt.c vu.c
 e2e_core_SRCS := tests/e2e_core.c tests/vufront.c tests/tproc.c
 e2e_svc_SRCS := tests/e2e_svc.c tests/vufront.c tests/tproc.c
 e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
@@ -99,7 +109,7 @@ $(DAEMON): $(call objs,$(B),$(DAEMON_SRCS))
 	$(quiet) LD $@
 	$(Q)$(CC) $(VUV_CFLAGS) $(CFLAGS) $(VUV_LDFLAGS) $(LDFLAGS) -o $@ $^
 
-$(B)/%.o: %.c $(B)/config.h $(if $(KINC),$(KINC)/.stamp) | $(B)/tests
+$(B)/%.o: %.c $(B)/config.h $(B)/flags $(if $(KINC),$(KINC)/.stamp) | $(B)/tests
 	$(quiet) CC $<
 	$(Q)$(CC) $(VUV_CPPFLAGS) $(VUV_KINC_FLAGS) $(CPPFLAGS) $(VUV_CFLAGS) $(CFLAGS) -c -o $@ $<
 
@@ -109,6 +119,11 @@ $(B)/config.h: FORCE | $(B)/tests
 	$(Q)$(KCONFIG_AWK) -v mode=header Kconfig $(CONFIG_FILE) > $@.tmp
 	$(Q)if cmp -s $@.tmp $@; then rm -f $@.tmp; else \
 		printf '  %-7s %s\n' GEN "$@ ($(CONFIG_FILE))"; mv $@.tmp $@; fi
+
+# The compiler and flags: objects are rebuilt when they change (OPT=..., CC=...).
+$(B)/flags: FORCE | $(B)/tests
+	$(file >$@.tmp,$(CC) $(VUV_CPPFLAGS) $(CPPFLAGS) $(VUV_CFLAGS) $(CFLAGS) $(VUV_LDFLAGS) $(LDFLAGS))
+	$(Q)if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 
 FORCE:
 
@@ -155,6 +170,22 @@ trimmed:
 	$(Q)$(MAKE) --no-print-directory B=build/dec KCONFIG_CONFIG=configs/decoder_defconfig build/dec/vhost-user-video
 	$(Q)$(MAKE) --no-print-directory B=build/enc KCONFIG_CONFIG=configs/encoder_defconfig build/enc/vhost-user-video
 tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%)
+
+# Stripped sizes of the full, decoder-only and encoder-only static builds, and
+# of the full aarch64 build when aarch64-linux-musl-gcc is there (tests/cross.sh
+# installs it).
+SIZE_BINS := $(DAEMON) build/dec/vhost-user-video build/enc/vhost-user-video
+size: $(DAEMON) trimmed
+	$(Q)if command -v aarch64-linux-musl-gcc >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory B=build/arm64 CROSS_COMPILE=aarch64-linux-musl- \
+			build/arm64/vhost-user-video; fi
+	$(Q)for b in $(SIZE_BINS) build/arm64/vhost-user-video; do \
+		[ -e $$b ] || { echo "$$b: not built (no aarch64-linux-musl-gcc)"; continue; }; \
+		s=$(STRIP); case $$b in build/arm64/*) s=aarch64-linux-gnu-strip;; esac; \
+		$$s -o $$b.stripped $$b && \
+		printf '%-32s %7d bytes stripped\n' $$b $$(wc -c < $$b.stripped); \
+		rm -f $$b.stripped; \
+	done
 
 # `make check` first installs what a fresh Debian machine lacks (as root), then
 # builds both variants and runs unit tests on the host and end-to-end tests
@@ -238,7 +269,8 @@ install-qemu-json:
 # BusyBox/SysV init: the script and its defaults file (kept if present).
 install-sysv:
 	$(INSTALL) -d $(DESTDIR)$(INITDIR)
-	$(SUBST) contrib/init/S50vhost-user-video > $(DESTDIR)$(INITDIR)/S50vhost-user-video
+	sed -e 's|^BIN="/usr/bin/|BIN="$(BINDIR)/|' -e 's|"/etc/default/|"$(SYSCONFDIR)/default/|g' \
+		contrib/init/S50vhost-user-video > $(DESTDIR)$(INITDIR)/S50vhost-user-video
 	chmod 0755 $(DESTDIR)$(INITDIR)/S50vhost-user-video
 	$(INSTALL) -d $(DESTDIR)$(SYSCONFDIR)/default
 	test -e $(DESTDIR)$(SYSCONFDIR)/default/vhost-user-video || \
@@ -275,6 +307,7 @@ help:
 	@echo "  check-unit     unit tests only, no VM"
 	@echo "  demo           decode a clip through the daemon on vicodec in the test VM"
 	@echo "  bench          decode throughput through the daemon vs v4l2-ctl directly"
+	@echo "  size           stripped sizes: full, decoder-only, encoder-only, aarch64"
 	@echo "  tests          build the test programs into $(B)/tests"
 	@echo "  install        daemon + man page; PREFIX=$(PREFIX) DESTDIR= BINDIR= MANDIR=; install-strip, uninstall"
 	@echo "  install-sysv   contrib/init: S50vhost-user-video + /etc/default/vhost-user-video (INITDIR, SYSCONFDIR)"
@@ -288,7 +321,7 @@ help:
 	@echo "  savedefconfig  write the options that differ from the defaults to ./defconfig"
 	@echo "  menuconfig     interactive (kconfig-mconf or python3 -m menuconfig)"
 
-.PHONY: FORCE all tests trimmed tests-asan check check-unit demo bench defconfig olddefconfig savedefconfig \
+.PHONY: FORCE all tests trimmed tests-asan check check-unit demo bench size defconfig olddefconfig savedefconfig \
 	menuconfig install install-qemu-json install-sysv install-systemd install-strip uninstall clean distclean help
 
--include $(shell find $(B) -name '*.d' 2>/dev/null)
+-include $(shell find $(B) -name '*.d' -type f 2>/dev/null)

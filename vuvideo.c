@@ -34,7 +34,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <grp.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -194,22 +193,25 @@ static enum m2m_queue coded_queue(const struct vv_dev *d)
 #define CMD_INDEX(t) ((t) - VIRTIO_VIDEO_CMD_QUERY_CAPABILITY)
 #define CMD_COUNT (CMD_INDEX(VIRTIO_VIDEO_CMD_SET_PARAMS_EXT) + 1)
 
-static const char *const resp_names[] = {
-	[0x00] = "OK_NODATA", [0x01] = "OK_QUERY_CAPABILITY",
-	[0x02] = "OK_RESOURCE_QUEUE", [0x03] = "OK_GET_PARAMS",
-	[0x04] = "OK_QUERY_CONTROL", [0x05] = "OK_GET_CONTROL",
-	[0x100] = "ERR_INVALID_OPERATION", [0x101] = "ERR_OUT_OF_MEMORY",
-	[0x102] = "ERR_INVALID_STREAM_ID", [0x103] = "ERR_INVALID_RESOURCE_ID",
-	[0x104] = "ERR_INVALID_PARAMETER", [0x105] = "ERR_UNSUPPORTED_CONTROL",
+/* Two dense tables, not one indexed by the sparse response codes. */
+static const char *const resp_ok_names[] = {
+	"OK_NODATA", "OK_QUERY_CAPABILITY", "OK_RESOURCE_QUEUE", "OK_GET_PARAMS",
+	"OK_QUERY_CONTROL", "OK_GET_CONTROL",
+};
+static const char *const resp_err_names[] = {
+	"ERR_INVALID_OPERATION", "ERR_OUT_OF_MEMORY", "ERR_INVALID_STREAM_ID",
+	"ERR_INVALID_RESOURCE_ID", "ERR_INVALID_PARAMETER", "ERR_UNSUPPORTED_CONTROL",
 };
 
 static const char *resp_name(uint32_t t)
 {
-	uint32_t i = t - VIRTIO_VIDEO_RESP_OK_NODATA;
+	uint32_t i = t - VIRTIO_VIDEO_RESP_OK_NODATA, e = t - VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION;
 
-	if (t >= VIRTIO_VIDEO_RESP_OK_NODATA &&
-	    i < sizeof(resp_names) / sizeof(resp_names[0]) && resp_names[i])
-		return resp_names[i];
+	if (t >= VIRTIO_VIDEO_RESP_OK_NODATA && i < sizeof(resp_ok_names) / sizeof(resp_ok_names[0]))
+		return resp_ok_names[i];
+	if (t >= VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION &&
+	    e < sizeof(resp_err_names) / sizeof(resp_err_names[0]))
+		return resp_err_names[e];
 	return "?";
 }
 
@@ -2388,16 +2390,63 @@ static int activation_fd(void)
 	return 3;
 }
 
+/* The gid of a group name in /etc/group (a static musl binary has no NSS;
+ * musl's getgrnam would add its stdio and nscd client): -1 if not found. */
+static long group_gid(const char *name)
+{
+	size_t len = strlen(name), n = 0;
+	long gid = -1;
+	char *buf = NULL;
+	int fd = open("/etc/group", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	for (size_t cap = 0;;) {
+		ssize_t k;
+
+		if (n + 1 >= cap) {
+			char *b = cap < (1u << 20) ? realloc(buf, cap = cap ? 2 * cap : 4096) : NULL;
+
+			if (!b)
+				goto out;
+			buf = b;
+		}
+		k = read(fd, buf + n, cap - 1 - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+	}
+	buf[n] = 0;
+	/* name:password:gid:members, one per line */
+	for (char *l = buf, *nl; *l; l = nl ? nl + 1 : l + strlen(l)) {
+		char *p = l + len, *end;
+
+		nl = strchr(l, '\n');
+		if (strncmp(l, name, len) || *p != ':' || !(p = strchr(p + 1, ':')) ||
+		    (nl && p > nl))
+			continue;
+		gid = strtol(p + 1, &end, 10);
+		if (end == p + 1 || (*end != ':' && *end != '\n' && *end) || gid < 0)
+			gid = -1;
+		break;
+	}
+out:
+	free(buf);
+	close(fd);
+	return gid;
+}
+
 /* --socket-group: the socket was made 0600; give the group read/write. */
 static int socket_group(const char *path, const char *group)
 {
-	struct group *g = getgrnam(group);
 	char *end;
-	unsigned long gid = strtoul(group, &end, 10);
+	long gid = strtol(group, &end, 10);
 
-	if (g)
-		gid = g->gr_gid;
-	else if (!*group || *end) {
+	if (!*group || *end || gid < 0)
+		gid = group_gid(group);
+	if (gid < 0 || gid > INT_MAX) {
 		vu_log(VU_ERR, "--socket-group: no group '%s'", group);
 		return -1;
 	}

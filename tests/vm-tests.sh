@@ -45,6 +45,21 @@ check "--print-capabilities reports the encoder node as virtio-id 30" sh -c \
 check "decoder-only build refuses the encoder node" refuses $B/dec/vhost-user-video "${VICODEC_ENC}" encoder
 check "encoder-only build refuses the decoder node" refuses $B/enc/vhost-user-video "${VICODEC_DEC}" decoder
 
+# Idle RSS of the static daemon, after serving one frontend (caps).
+idle_rss() {
+	local sock=/tmp/vuv-rss.sock pid rss
+	./vhost-user-video --socket-path=$sock --v4l2-device="$VICODEC_DEC" 2>/dev/null &
+	pid=$!
+	build/tests/vuvideo-front --socket $sock caps >/dev/null || { kill $pid; return 1; }
+	rss=$(awk '$1 == "VmRSS:" {print $2}' /proc/$pid/status)
+	kill -TERM $pid
+	wait $pid || return 1
+	echo "idle RSS of the static daemon after one frontend: $rss KiB" >&2
+	[ "$rss" -lt 512 ]
+}
+check "idle RSS < 512 KiB" idle_rss
+idle_rss 2>&1 | sed -n 's/^idle RSS/vm: idle RSS/p'
+
 # The SysV init script with BusyBox start-stop-daemon: once, single-planar.
 if [ "${VICODEC_MPLANE:-0}" = 0 ]; then
 	run_prog "SysV init script (BusyBox start-stop-daemon)" tests/vm-sysv.sh
