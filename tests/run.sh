@@ -86,6 +86,22 @@ if [ "${CI:-}" = true ] || [ "${VUV_CROSS:-0}" = 1 ]; then
 	run_prog "aarch64 cross build" tests/cross.sh
 fi
 
+# The Buildroot package in the Buildroot snapshot of ../shared/buildroot/:
+# check-package always (1 s); the real offline aarch64 build (~2 min: two
+# builds, full and decoder-only) with the cross toolchain, in CI or with
+# VUV_CROSS=1 / VUV_BUILDROOT=1.
+if ls ../shared/buildroot/buildroot-*.tar.xz >/dev/null 2>&1; then
+	if [ "${CI:-}" = true ] || [ "${VUV_CROSS:-0}" = 1 ] || [ "${VUV_BUILDROOT:-0}" = 1 ]; then
+		run_prog "Buildroot: check-package, make vhost-user-video (aarch64)" tests/buildroot.sh
+	else
+		run_prog "Buildroot: check-package" env VUV_BR_BUILD=0 tests/buildroot.sh
+	fi
+elif [ "${CI:-}" = true ]; then
+	check "the Buildroot snapshot ../shared/buildroot/buildroot-*.tar.xz is there" false
+else
+	echo "SKIP Buildroot: no ../shared/buildroot/buildroot-*.tar.xz"
+fi
+
 echo "=== footprint"
 make --no-print-directory -s size | tee $B/size.txt
 full=$(awk '$1 == "vhost-user-video" {print $2}' $B/size.txt)
