@@ -253,6 +253,8 @@ menuconfig:
 # yet, and a libvirt that meets an unknown type fails its whole discovery.
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 INITDIR ?= $(SYSCONFDIR)/init.d
+# the script's name there (Yocto's update-rc.d wants a plain name)
+INITSCRIPT ?= S50vhost-user-video
 SYSTEMDUNITDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/systemd/system,$(PREFIX)/lib/systemd/system)
 UNITS := vhost-user-video.service vhost-user-video.socket vhost-user-video@.service
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
@@ -270,8 +272,8 @@ install-qemu-json:
 install-sysv:
 	$(INSTALL) -d $(DESTDIR)$(INITDIR)
 	sed -e 's|^BIN="/usr/bin/|BIN="$(BINDIR)/|' -e 's|"/etc/default/|"$(SYSCONFDIR)/default/|g' \
-		contrib/init/S50vhost-user-video > $(DESTDIR)$(INITDIR)/S50vhost-user-video
-	chmod 0755 $(DESTDIR)$(INITDIR)/S50vhost-user-video
+		contrib/init/S50vhost-user-video > $(DESTDIR)$(INITDIR)/$(INITSCRIPT)
+	chmod 0755 $(DESTDIR)$(INITDIR)/$(INITSCRIPT)
 	$(INSTALL) -d $(DESTDIR)$(SYSCONFDIR)/default
 	test -e $(DESTDIR)$(SYSCONFDIR)/default/vhost-user-video || \
 		$(INSTALL) -m 0644 contrib/init/vhost-user-video.default \
@@ -290,7 +292,7 @@ install-strip: install
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/vhost-user-video $(DESTDIR)$(MANDIR)/man8/vhost-user-video.8 \
 		$(DESTDIR)$(DATADIR)/qemu/vhost-user/50-vhost-user-video.json \
-		$(DESTDIR)$(INITDIR)/S50vhost-user-video \
+		$(DESTDIR)$(INITDIR)/$(INITSCRIPT) \
 		$(UNITS:%=$(DESTDIR)$(SYSTEMDUNITDIR)/%)
 
 clean:

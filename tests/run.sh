@@ -102,6 +102,9 @@ else
 	echo "SKIP Buildroot: no ../shared/buildroot/buildroot-*.tar.xz"
 fi
 
+# The Yocto recipe's tasks with bitbake's variables (no bitbake in Debian): 10 s.
+run_prog "Yocto recipe: do_configure/do_compile/do_install, bitbake-style" tests/yocto.sh
+
 echo "=== footprint"
 make --no-print-directory -s size | tee $B/size.txt
 full=$(awk '$1 == "vhost-user-video" {print $2}' $B/size.txt)
