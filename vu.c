@@ -36,6 +36,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,7 @@
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
 
+#include "config.h"
 #include "vu.h"
 
 /* ---- constants ---------------------------------------------------------------- */
@@ -1897,7 +1899,8 @@ int vu_listen(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct stat st;
-	int fd;
+	mode_t mask;
+	int fd, r;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
@@ -1922,7 +1925,12 @@ int vu_listen(const char *path)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
+	/* Owner-only from the start (the caller may widen it to a group):
+	 * at start-up, before any thread, so the umask change is ours alone. */
+	mask = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(mask);
+	if (r < 0 || listen(fd, 1) < 0) {
 		int e = errno;
 
 		close(fd);
@@ -2058,3 +2066,222 @@ int vu_run(struct vu_dev *dev, int fd, int stop_fd)
 		vu_disconnect(dev);
 	}
 }
+
+/* ---- a small printf for the static musl build ---------------------------------- */
+
+#if CONFIG_VUV_SMALL_PRINTF && !defined(__GLIBC__) && !defined(__UCLIBC__)
+/*
+ * musl's printf carries floating-point and wide-character formatting: about
+ * 11 KB of a 96 KB binary. We format only integers and strings, so in the
+ * static musl build these replace snprintf, vsnprintf and printf (the linker
+ * then takes no printf code from libc.a). Conversions d i u o x X c s p %,
+ * flags - 0 + space #, width and precision (also *), lengths hh h l ll z j t.
+ * A floating-point conversion consumes its argument and prints '?'.
+ */
+struct fmt_out {
+	char *s;
+	size_t cap, len;		/* len counts what would have been written */
+};
+
+static void fmt_put(struct fmt_out *o, char c, size_t n)
+{
+	for (; n; n--, o->len++)
+		if (o->len + 1 < o->cap)
+			o->s[o->len] = c;
+}
+
+static void fmt_puts(struct fmt_out *o, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		fmt_put(o, p[i], 1);
+}
+
+/* One field: prefix (sign, 0x), zeros to the precision, the body; padded. */
+static void fmt_field(struct fmt_out *o, const char *pre, const char *body, size_t n,
+		      size_t zeros, int width, bool left, bool zero_pad)
+{
+	size_t np = strlen(pre), w = np + zeros + n;
+	size_t pad = width > 0 && (size_t)width > w ? (size_t)width - w : 0;
+
+	if (!left && !zero_pad)
+		fmt_put(o, ' ', pad);
+	fmt_puts(o, pre, np);
+	if (!left && zero_pad)
+		fmt_put(o, '0', pad);
+	fmt_put(o, '0', zeros);
+	fmt_puts(o, body, n);
+	if (left)
+		fmt_put(o, ' ', pad);
+}
+
+int vsnprintf(char *restrict s, size_t n, const char *restrict fmt, va_list ap)
+{
+	struct fmt_out o = { s, n, 0 };
+
+	for (const char *f = fmt; *f; f++) {
+		bool left = false, zero = false, plus = false, space = false, alt = false;
+		int width = 0, prec = -1, lng = 0;	/* lng: -2 hh, -1 h, 1 l, 2 ll/j/z/t */
+		char num[24], *d = num + sizeof(num);
+		const char *pre = "";
+		uintmax_t u;
+
+		if (*f != '%') {
+			fmt_put(&o, *f, 1);
+			continue;
+		}
+		for (;; f++) {
+			char c = f[1];
+
+			if (c == '-') left = true;
+			else if (c == '0') zero = true;
+			else if (c == '+') plus = true;
+			else if (c == ' ') space = true;
+			else if (c == '#') alt = true;
+			else break;
+		}
+		if (f[1] == '*') {
+			width = va_arg(ap, int);
+			if (width < 0) {
+				left = true;
+				width = width == INT32_MIN ? 0 : -width;
+			}
+			f++;
+		} else {
+			for (; f[1] >= '0' && f[1] <= '9'; f++)
+				width = width < 100000 ? width * 10 + (f[1] - '0') : width;
+		}
+		if (f[1] == '.') {
+			f++;
+			prec = 0;
+			if (f[1] == '*') {
+				prec = va_arg(ap, int);
+				f++;
+			} else {
+				for (; f[1] >= '0' && f[1] <= '9'; f++)
+					prec = prec < 100000 ? prec * 10 + (f[1] - '0') : prec;
+			}
+		}
+		for (;; f++) {
+			char c = f[1];
+
+			if (c == 'h') lng = lng == -1 ? -2 : -1;
+			else if (c == 'l') lng++;
+			else if (c == 'z' || c == 'j' || c == 't') lng = 2;
+			else if (c == 'L') lng = 3;
+			else break;
+		}
+		f++;
+		switch (*f) {
+		case 'd': case 'i': {
+			intmax_t v = lng >= 2 ? va_arg(ap, long long) : lng == 1 ? va_arg(ap, long)
+				   : va_arg(ap, int);
+
+			if (lng == -1) v = (short)v;
+			if (lng == -2) v = (signed char)v;
+			u = v < 0 ? -(uintmax_t)v : (uintmax_t)v;
+			pre = v < 0 ? "-" : plus ? "+" : space ? " " : "";
+			goto digits10;
+		}
+		case 'u': case 'o': case 'x': case 'X': case 'p':
+			if (*f == 'p')
+				u = (uintptr_t)va_arg(ap, void *);
+			else
+				u = lng >= 2 ? va_arg(ap, unsigned long long)
+				    : lng == 1 ? va_arg(ap, unsigned long) : va_arg(ap, unsigned);
+			if (lng == -1) u = (unsigned short)u;
+			if (lng == -2) u = (unsigned char)u;
+			if (*f == 'u')
+				goto digits10;
+			if (*f == 'o') {
+				do *--d = (char)('0' + (u & 7)); while (u >>= 3);
+				if (alt && *d != '0')
+					*--d = '0';
+			} else {
+				const char *hex = *f == 'X' ? "0123456789ABCDEF" : "0123456789abcdef";
+				bool zero_val = u == 0;
+
+				do *--d = hex[u & 15]; while (u >>= 4);
+				if (*f == 'p' || (alt && !zero_val))
+					pre = *f == 'X' ? "0X" : "0x";
+			}
+			goto number;
+		digits10:
+			do *--d = (char)('0' + u % 10); while (u /= 10);
+		number: {
+			size_t nd = (size_t)(num + sizeof(num) - d);
+
+			if (prec == 0 && nd == 1 && *d == '0' && *f != 'p')
+				nd = 0;		/* C: %.0d of 0 prints nothing */
+			fmt_field(&o, pre, d, nd, prec > 0 && (size_t)prec > nd ? (size_t)prec - nd : 0,
+				  width, left, zero && prec < 0);
+			break;
+		}
+		case 'c':
+			num[0] = (char)va_arg(ap, int);
+			fmt_field(&o, "", num, 1, 0, width, left, false);
+			break;
+		case 's': {
+			const char *str = va_arg(ap, const char *);
+
+			if (!str)
+				str = "(null)";
+			fmt_field(&o, "", str, prec >= 0 ? strnlen(str, (size_t)prec) : strlen(str), 0,
+				  width, left, false);
+			break;
+		}
+		case 'e': case 'E': case 'f': case 'F': case 'g': case 'G': case 'a': case 'A':
+			if (lng == 3)
+				(void)va_arg(ap, long double);
+			else
+				(void)va_arg(ap, double);
+			fmt_put(&o, '?', 1);
+			break;
+		case '%':
+			fmt_put(&o, '%', 1);
+			break;
+		case 0:
+			f--;		/* a lone '%' at the end */
+			break;
+		default:		/* not ours: as written */
+			fmt_put(&o, '%', 1);
+			fmt_put(&o, *f, 1);
+			break;
+		}
+	}
+	if (n)
+		s[o.len < n ? o.len : n - 1] = 0;
+	return o.len > INT32_MAX ? -1 : (int)o.len;
+}
+
+int snprintf(char *restrict s, size_t n, const char *restrict fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vsnprintf(s, n, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* Through stdout's buffer, so that it orders with fputs(stdout). */
+int printf(const char *restrict fmt, ...)
+{
+	char buf[512], *p = buf;
+	va_list ap, aq;
+	int r;
+
+	va_start(ap, fmt);
+	va_copy(aq, ap);
+	r = vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (r >= (int)sizeof(buf) && (p = malloc((size_t)r + 1)))
+		vsnprintf(p, (size_t)r + 1, fmt, aq);
+	va_end(aq);
+	va_end(ap);
+	if (r > 0 && p && fwrite(p, 1, (size_t)r, stdout) != (size_t)r)
+		r = -1;
+	if (p != buf)
+		free(p);
+	return p ? r : -1;
+}
+#endif

@@ -201,8 +201,9 @@ void vu_unlock(struct vu_dev *dev);
 /* The device mutex itself, for pthread_cond_wait by the device. */
 pthread_mutex_t *vu_mutex(struct vu_dev *dev);
 
-/* Create a listening socket at path: removes a stale socket file, refuses a
- * path that exists and is not a socket. Returns fd or -errno. */
+/* Create a listening socket at path, mode 0600 (umask 0177 around bind; call
+ * before starting threads): removes a stale socket file, refuses a path that
+ * exists and is not a socket. Returns fd or -errno. */
 int vu_listen(const char *path);
 
 /*

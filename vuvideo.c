@@ -43,12 +43,15 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <linux/videodev2.h>
@@ -213,22 +216,25 @@ static enum m2m_queue coded_queue(const struct vv_dev *d)
 #define CMD_INDEX(t) ((t) - VIRTIO_VIDEO_CMD_QUERY_CAPABILITY)
 #define CMD_COUNT (CMD_INDEX(VIRTIO_VIDEO_CMD_SET_PARAMS_EXT) + 1)
 
-static const char *const resp_names[] = {
-	[0x00] = "OK_NODATA", [0x01] = "OK_QUERY_CAPABILITY",
-	[0x02] = "OK_RESOURCE_QUEUE", [0x03] = "OK_GET_PARAMS",
-	[0x04] = "OK_QUERY_CONTROL", [0x05] = "OK_GET_CONTROL",
-	[0x100] = "ERR_INVALID_OPERATION", [0x101] = "ERR_OUT_OF_MEMORY",
-	[0x102] = "ERR_INVALID_STREAM_ID", [0x103] = "ERR_INVALID_RESOURCE_ID",
-	[0x104] = "ERR_INVALID_PARAMETER", [0x105] = "ERR_UNSUPPORTED_CONTROL",
+/* Two dense tables, not one indexed by the sparse response codes. */
+static const char *const resp_ok_names[] = {
+	"OK_NODATA", "OK_QUERY_CAPABILITY", "OK_RESOURCE_QUEUE", "OK_GET_PARAMS",
+	"OK_QUERY_CONTROL", "OK_GET_CONTROL",
+};
+static const char *const resp_err_names[] = {
+	"ERR_INVALID_OPERATION", "ERR_OUT_OF_MEMORY", "ERR_INVALID_STREAM_ID",
+	"ERR_INVALID_RESOURCE_ID", "ERR_INVALID_PARAMETER", "ERR_UNSUPPORTED_CONTROL",
 };
 
 static const char *resp_name(uint32_t t)
 {
-	uint32_t i = t - VIRTIO_VIDEO_RESP_OK_NODATA;
+	uint32_t i = t - VIRTIO_VIDEO_RESP_OK_NODATA, e = t - VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION;
 
-	if (t >= VIRTIO_VIDEO_RESP_OK_NODATA &&
-	    i < sizeof(resp_names) / sizeof(resp_names[0]) && resp_names[i])
-		return resp_names[i];
+	if (t >= VIRTIO_VIDEO_RESP_OK_NODATA && i < sizeof(resp_ok_names) / sizeof(resp_ok_names[0]))
+		return resp_ok_names[i];
+	if (t >= VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION &&
+	    e < sizeof(resp_err_names) / sizeof(resp_err_names[0]))
+		return resp_err_names[e];
 	return "?";
 }
 
@@ -2593,19 +2599,150 @@ static int parse_ctrl(struct vv_dev *d, const char *arg)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"Usage: vhost-user-video [OPTIONS]\n"
-		"A vhost-user virtio-video device (protocol v3) on a V4L2 stateful codec.\n\n"
-		"  -s, --socket-path=PATH   listen on this unix socket\n"
-		"      --fd=N               use inherited socket N (listening or connected)\n"
-		"  -d, --v4l2-device=DEV    the V4L2 codec node (default: the first\n"
-		"                           stateful decoder, else encoder, in /dev/video*)\n"
-		"      --v4l2-ctrl=ID=VAL   set V4L2 control ID (e.g. 0x009909cb, GOP size)\n"
-		"                           on every stream; repeatable\n"
-		"      --print-capabilities print the backend's capabilities as JSON and exit\n"
-		"  -v, --verbose            log commands; twice: buffers too\n"
-		"  -h, --help               this text\n"
-		"  -V, --version            print the version\n");
+	fputs("Usage: vhost-user-video [OPTIONS]\n"
+	      "A vhost-user virtio-video device (protocol v3) on a V4L2 stateful codec.\n\n"
+	      "  -s, --socket-path=PATH   listen on this unix socket (mode 0600)\n"
+	      "      --socket-group=GROUP let GROUP connect too (mode 0660)\n"
+	      "      --fd=N, --socket-fd=N  use inherited socket N (listening or connected)\n"
+	      "                           (LISTEN_FDS/LISTEN_PID: fd 3, without either)\n"
+	      "  -d, --v4l2-device=DEV    the V4L2 codec node (default or empty: the first\n"
+	      "                           stateful decoder, else encoder, in /dev/video*)\n"
+	      "      --v4l2-ctrl=ID=VAL   set V4L2 control ID (e.g. 0x009909cb, GOP size)\n"
+	      "                           on every stream; repeatable\n"
+	      "      --print-capabilities print the backend's capabilities as JSON and exit\n"
+	      "  -v, --verbose            log commands; twice: buffers too\n"
+	      "  -h, --help               this text\n"
+	      "  -V, --version            print the version\n"
+	      "SIGTERM, SIGINT and SIGHUP stop it with exit status 0.\n", f);
+}
+
+/* systemd's sd_notify(3) protocol without libsystemd: one datagram to
+ * $NOTIFY_SOCKET, a path or an abstract socket written with a leading '@'. */
+static void notify(const char *msg)
+{
+	const char *e = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t n = e ? strlen(e) : 0;
+	int fd;
+
+	if (n < 2 || (e[0] != '/' && e[0] != '@') || n >= sizeof(sa.sun_path))
+		return;
+	memcpy(sa.sun_path, e, n);
+	if (e[0] == '@')
+		sa.sun_path[0] = 0;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+			     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0)
+		vu_log(VU_WARN, "NOTIFY_SOCKET %s: %s", e, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+/* systemd socket activation (sd_listen_fds(3)): the first passed fd, 3, when
+ * LISTEN_PID is us; the variables are removed so no child inherits them.
+ * -1: not activated. */
+static int activation_fd(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	char *end;
+	long p, n;
+
+	if (!pid || !fds)
+		return -1;
+	p = strtol(pid, &end, 10);
+	if (*end || p != (long)getpid())
+		return -1;
+	n = strtol(fds, &end, 10);
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	if (*end || n < 1)
+		return -1;
+	if (n > 1)
+		vu_log(VU_WARN, "LISTEN_FDS=%ld: serving fd 3 only", n);
+	fcntl(3, F_SETFD, FD_CLOEXEC);
+	return 3;
+}
+
+/* The gid of a group name in /etc/group (a static musl binary has no NSS;
+ * musl's getgrnam would add its stdio and nscd client): -1 if not found. */
+static long group_gid(const char *name)
+{
+	size_t len = strlen(name), n = 0;
+	long gid = -1;
+	char *buf = NULL;
+	int fd = open("/etc/group", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	for (size_t cap = 0;;) {
+		ssize_t k;
+
+		if (n + 1 >= cap) {
+			char *b = cap < (1u << 20) ? realloc(buf, cap = cap ? 2 * cap : 4096) : NULL;
+
+			if (!b)
+				goto out;
+			buf = b;
+		}
+		k = read(fd, buf + n, cap - 1 - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+	}
+	buf[n] = 0;
+	/* name:password:gid:members, one per line */
+	for (char *l = buf, *nl; *l; l = nl ? nl + 1 : l + strlen(l)) {
+		char *p = l + len, *end;
+
+		nl = strchr(l, '\n');
+		if (strncmp(l, name, len) || *p != ':' || !(p = strchr(p + 1, ':')) ||
+		    (nl && p > nl))
+			continue;
+		gid = strtol(p + 1, &end, 10);
+		if (end == p + 1 || (*end != ':' && *end != '\n' && *end) || gid < 0)
+			gid = -1;
+		break;
+	}
+out:
+	free(buf);
+	close(fd);
+	return gid;
+}
+
+/* --socket-group: the socket was made 0600; give the group read/write. */
+static int socket_group(const char *path, const char *group)
+{
+	char *end;
+	long gid = strtol(group, &end, 10);
+
+	if (!*group || *end || gid < 0)
+		gid = group_gid(group);
+	if (gid < 0 || gid > INT_MAX) {
+		vu_log(VU_ERR, "--socket-group: no group '%s'", group);
+		return -1;
+	}
+	if (chown(path, (uid_t)-1, (gid_t)gid) < 0 || chmod(path, 0660) < 0) {
+		vu_log(VU_ERR, "--socket-group=%s on %s: %s", group, path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* vu_listen with the reason spelled out when the directory is missing. */
+static int listen_on(const char *path)
+{
+	int fd = vu_listen(path);
+	const char *slash = strrchr(path, '/');
+
+	if (fd == -ENOENT && slash)
+		vu_log(VU_ERR, "cannot listen on %s: directory %.*s does not exist", path,
+		       slash == path ? 1 : (int)(slash - path), path);
+	else if (fd < 0)
+		vu_log(VU_ERR, "cannot listen on %s: %s", path, strerror(-fd));
+	return fd;
 }
 
 /* vhost-user.rst, backend program conventions: JSON on stdout. "features"
@@ -2666,6 +2803,8 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "socket-path", required_argument, NULL, 's' },
 		{ "fd", required_argument, NULL, 'f' },
+		{ "socket-fd", required_argument, NULL, 'f' },
+		{ "socket-group", required_argument, NULL, 'g' },
 		{ "v4l2-device", required_argument, NULL, 'd' },
 		{ "v4l2-ctrl", required_argument, NULL, 'c' },
 		{ "print-capabilities", no_argument, NULL, 'p' },
@@ -2674,7 +2813,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *sock_path = NULL, *dev_path = NULL;
+	const char *sock_path = NULL, *dev_path = NULL, *group = NULL;
 	bool print_caps = false;
 	int fd = -1, opt, sfd, r;
 	sigset_t sigs;
@@ -2683,12 +2822,13 @@ int main(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "s:d:vhV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's': sock_path = optarg; break;
-		case 'd': dev_path = optarg; break;
+		case 'g': group = optarg; break;
+		case 'd': dev_path = *optarg ? optarg : NULL; break;	/* empty: look for one */
 		case 'v': vu_verbosity++; break;
 		case 'f':
 			fd = parse_fd(optarg);
 			if (fd < 0) {
-				vu_log(VU_ERR, "--fd: '%s' is not a file descriptor number", optarg);
+				vu_log(VU_ERR, "--fd/--socket-fd: '%s' is not a file descriptor number", optarg);
 				return 2;
 			}
 			break;
@@ -2711,10 +2851,14 @@ int main(int argc, char **argv)
 	}
 	if (print_caps)
 		return print_capabilities(dev_path);
+	if (!sock_path && fd < 0)
+		fd = activation_fd();
 	if (!!sock_path == (fd >= 0)) {
 		vu_log(VU_ERR, "give exactly one of --socket-path and --fd (see --help)");
 		return 2;
 	}
+	if (group && !sock_path)
+		vu_log(VU_WARN, "--socket-group applies to --socket-path only; ignored");
 	if (!dev_path && !(dev_path = find_device())) {
 		vu_log(VU_ERR, "no V4L2 stateful codec found in /dev/video*; use --v4l2-device");
 		return 1;
@@ -2741,9 +2885,11 @@ int main(int argc, char **argv)
 	}
 	pthread_cond_init(&vv.cond, NULL);
 	if (sock_path) {
-		fd = vu_listen(sock_path);
-		if (fd < 0) {
-			vu_log(VU_ERR, "cannot listen on %s: %s", sock_path, strerror(-fd));
+		fd = listen_on(sock_path);
+		if (fd < 0)
+			return 1;
+		if (group && socket_group(sock_path, group)) {
+			unlink(sock_path);
 			return 1;
 		}
 	}
@@ -2755,8 +2901,18 @@ int main(int argc, char **argv)
 	vu_log(VU_INFO, "serving a %s (virtio-id=%d) on %s", role_name(vv.info.role),
 	       is_encoder(&vv) ? VIRTIO_ID_VIDEO_ENCODER : VIRTIO_ID_VIDEO_DECODER,
 	       sock_path ? sock_path : "an inherited socket");
+	{
+		char st[160 + PATH_MAX];
+
+		snprintf(st, sizeof(st), "READY=1\nSTATUS=serving a %s (virtio-id=%d) on %s",
+			 role_name(vv.info.role),
+			 is_encoder(&vv) ? VIRTIO_ID_VIDEO_ENCODER : VIRTIO_ID_VIDEO_DECODER,
+			 sock_path ? sock_path : "an inherited socket");
+		notify(st);
+	}
 
 	r = vu_run(vv.vu, fd, sfd);
+	notify("STOPPING=1");
 	if (r < 0)
 		vu_log(VU_ERR, "stopped: %s", strerror(-r));
 	else

@@ -33,6 +33,12 @@ have gcc || need+=(gcc)
 have make || need+=(make)
 have valgrind || need+=(valgrind)
 have readelf || need+=(binutils)
+[ -x /usr/bin/python3 ] || need+=(python3)	# json.tool for --print-capabilities
+have systemd-analyze || need+=(systemd)		# verify the units
+have shellcheck || need+=(shellcheck)		# the init script
+# Buildroot's utils/check-package (tests/buildroot.sh), with /usr/bin/python3
+have flake8 || need+=(flake8)
+/usr/bin/python3 -c 'import magic' 2>/dev/null || need+=(python3-magic)
 [ -e /usr/include/linux/videodev2.h ] || need+=(linux-libc-dev)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
 # the sanitizer runtimes come with gcc on Debian (libasan8, libubsan1)
