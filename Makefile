@@ -242,6 +242,13 @@ check:
 	$(Q)$(MAKE) --no-print-directory tests tests-asan
 	$(Q)tests/run.sh
 
+# The real guest driver in the loop (needs ../shared/guest-driver/): L2 runs
+# the Linux virtio-video driver under QEMU inside the vicodec VM.
+check-guest:
+	$(Q)tests/deps.sh
+	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(B)/tests/vuvideo-front
+	$(Q)tests/guest/guest.sh check
+
 # Unit tests only (no VM), for quick iterations.
 check-unit:
 	$(Q)$(MAKE) --no-print-directory tests tests-asan
@@ -354,6 +361,7 @@ help:
 	@echo "  all            the static daemon ./$(DAEMON) (default)"
 	@echo "  check          install test deps (root), build, run unit + sanitizer + VM tests"
 	@echo "  check-unit     unit tests only, no VM"
+	@echo "  check-guest    the real Linux guest driver through QEMU (../shared/guest-driver/)"
 	@echo "  demo           decode a clip through the daemon on vicodec in the test VM"
 	@echo "  bench          decode throughput through the daemon vs v4l2-ctl directly"
 	@echo "  fuzz           libFuzzer on each target for FUZZ_SECONDS=$(FUZZ_SECONDS) (clang)"
@@ -372,8 +380,8 @@ help:
 	@echo "  savedefconfig  write the options that differ from the defaults to ./defconfig"
 	@echo "  menuconfig     interactive (kconfig-mconf or python3 -m menuconfig)"
 
-.PHONY: FORCE all tests trimmed tests-asan check check-unit demo bench fuzz fuzz-seeds size \
-	defconfig olddefconfig savedefconfig menuconfig install install-qemu-json install-sysv \
-	install-systemd install-strip uninstall clean distclean help
+.PHONY: FORCE all tests trimmed tests-asan check check-unit check-guest demo bench fuzz \
+	fuzz-seeds size defconfig olddefconfig savedefconfig menuconfig install install-qemu-json \
+	install-sysv install-systemd install-strip uninstall clean distclean help
 
 -include $(shell find $(B) -name '*.d' -type f 2>/dev/null)

@@ -62,4 +62,8 @@ fi
 
 if [ "${VUV_NO_VM:-0}" != 1 ]; then
 	tests/vm/vm.sh setup
+	# the guest-driver suite: QEMU's runtime libraries, the driver build
+	if [ -d ../shared/guest-driver ]; then
+		tests/guest/guest.sh setup
+	fi
 fi

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Runs every test of `make check`: command-line checks and unit tests on the
 # host (static, ASan+UBSan, valgrind), then the end-to-end tests on the real
-# vicodec in the test VM, single- and multi-planar. Ends with the totals as
+# vicodec in the test VM, single- and multi-planar, and the real guest driver
+# (when ../shared/guest-driver/ exists). Ends with the totals as
 # "N passed, M failed". VUV_NO_VM=1 skips the VM part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -138,6 +139,12 @@ done
 if [ "${VUV_NO_VM:-0}" != 1 ]; then
 	run_prog "vm: vicodec single-planar" tests/vm/vm.sh run --mem 2048 --timeout 2700 -- tests/vm-tests.sh
 	run_prog "vm: vicodec multi-planar" tests/vm/vm.sh run --mem 2048 --timeout 2700 --multiplanar -- tests/vm-tests.sh
+	# the real Linux guest driver through QEMU, in the VM (tests/guest/guest.sh)
+	if [ -d ../shared/guest-driver ]; then
+		run_prog "guest: the Linux virtio-video driver, QEMU and the daemon on vicodec" tests/guest/guest.sh check
+	else
+		echo "SKIP guest: the Linux virtio-video driver (no ../shared/guest-driver/ fixtures next to the repository)"
+	fi
 fi
 
 echo

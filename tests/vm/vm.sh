@@ -7,6 +7,7 @@
 #   tests/vm/vm.sh run [--multiplanar] [--share DIR] [--timeout SECONDS]
 #                      [--mem MB] -- CMD [ARGS...]
 #   tests/vm/vm.sh check
+#   tests/vm/vm.sh kver      (prints the guest kernel version and cache directory)
 #
 # See tests/vm/README.md.
 set -euo pipefail
@@ -610,6 +611,7 @@ main() {
 	setup) [[ $# -eq 0 ]] || die "setup takes no arguments"; do_setup ;;
 	run) do_run "$@" ;;
 	check) [[ $# -eq 0 ]] || die "check takes no arguments"; do_check ;;
+	kver) resolve_kver; echo "$KVER $CACHE_DIR" ;;
 	guest-check) guest_check ;;
 	-h | --help | help) usage ;;
 	*) usage >&2; exit 2 ;;
