@@ -753,7 +753,7 @@ static bool stream_wants_data(const struct vv_stream *s)
 		s->flow != VV_FLOW_RES_CHANGE && s->flow != VV_FLOW_STOPPED);
 }
 
-/* ---- decoder: feeding the codec -------------------------------------------- */
+/* ---- feeding the codec (both roles; command and event thread) ------------- */
 
 /* The oldest input resource whose data is not all in V4L2 buffers yet. */
 static struct vv_res *oldest_unfed(struct vv_queue *q)
@@ -936,7 +936,7 @@ static int setup_capture(struct vv_stream *s)
 	return 0;
 }
 
-/* ---- decoder: results from the codec (event thread) ----------------------- */
+/* ---- results from the codec, drain, events (event thread) ----------------- */
 
 static uint32_t frame_flags(uint32_t v4l2_flags)
 {
@@ -1282,7 +1282,7 @@ static void stream_release(struct vv_dev *d, struct vv_stream *s, bool answer)
 	free(s);
 }
 
-/* ---- requests, parsed once ----------------------------------------------------- */
+/* ---- requests, parsed once -------------------------------------------------- */
 
 /* virtio_video_params in host order (what SET_PARAMS may change). */
 struct vv_params {
@@ -1466,7 +1466,7 @@ static int parse_set_control(const uint8_t *req, size_t len, struct vv_req *r)
 	return 0;
 }
 
-/* ---- command handlers -------------------------------------------------------- */
+/* ---- command handlers ------------------------------------------------------- */
 
 /*
  * A handler returns VV_ANSWER (dispatch answers OK_NODATA, or the response
@@ -2336,7 +2336,7 @@ static int cmd_set_control(struct vv_dev *d, struct vv_req *q, struct vu_chain *
 	return VV_ANSWER;
 }
 
-/* ---- dispatch ------------------------------------------------------------------ */
+/* ---- dispatch --------------------------------------------------------------- */
 
 struct vv_cmd {
 	const char *name;
