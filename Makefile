@@ -36,7 +36,7 @@ INSTALL ?= install
 # Cross toolchains without them: make KERNEL_HEADERS=/path/to/sysroot/usr/include
 KERNEL_HEADERS ?=
 ifeq ($(KERNEL_HEADERS),)
-  ifneq ($(filter-out help clean distclean defconfig %_defconfig olddefconfig savedefconfig menuconfig,$(or $(MAKECMDGOALS),all)),)
+  ifneq ($(filter-out help clean distclean defconfig %_defconfig olddefconfig savedefconfig menuconfig install-qemu-json install-sysv install-systemd uninstall,$(or $(MAKECMDGOALS),all)),)
     HASH := \#
     CC_HAS_UAPI := $(shell printf '$(HASH)include <linux/videodev2.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo y)
   endif
@@ -55,17 +55,25 @@ CONFIG_FILE := $(firstword $(wildcard $(KCONFIG_CONFIG)) /dev/null)
 
 # ---- flags: ours first, the user's CPPFLAGS/CFLAGS/LDFLAGS appended ---------
 VUV_CPPFLAGS := -D_GNU_SOURCE -DVUV_VERSION='"$(VERSION)"' -I$(B) -I.
+# The default build is the embedded one: -Os, no unwind tables (-g still
+# gives .debug_frame for gdb; strip removes it), code and data in one
+# segment each without page padding. OPT=-O2 for the old flags.
+OPT ?= -Os -fno-asynchronous-unwind-tables -fno-unwind-tables
 VUV_CFLAGS := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-	-Wmissing-prototypes -Wno-unused-parameter -O2 -g \
+	-Wmissing-prototypes -Wno-unused-parameter $(OPT) -g \
 	-ffunction-sections -fdata-sections -pthread -MMD -MP
 VUV_LDFLAGS := -pthread -Wl,--gc-sections
 ifeq ($(STATIC),1)
-  VUV_LDFLAGS += -static
+  # static: no loader, so RELRO protects nothing; code and data segments
+  # follow each other in the file without page padding (the page they share
+  # is mapped twice, as usual). GNU ld >= 2.31; other linkers: LDFLAGS_SIZE=
+  LDFLAGS_SIZE ?= -Wl,-z,noseparate-code -Wl,-z,norelro -Wl,-z,common-page-size=64
+  VUV_LDFLAGS += -static $(LDFLAGS_SIZE)
 endif
 VUV_KINC_FLAGS := $(if $(KERNEL_HEADERS),-isystem $(KERNEL_HEADERS))
 
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
-	-fno-sanitize-recover=undefined -O1
+	-fno-sanitize-recover=undefined -fasynchronous-unwind-tables -O1
 
 ifeq ($(V),1)
   Q :=
@@ -82,9 +90,13 @@ endif
 DAEMON := $(if $(filter build,$(B)),vhost-user-video,$(B)/vhost-user-video)
 DAEMON_SRCS := vuvideo.c vu.c v4l2.c
 # Test programs: name -> sources. Each links what it tests, nothing more.
-TEST_PROGS := test_vu e2e_core e2e_dec e2e_enc vuvideo-front
+TEST_PROGS := test_vu test_fmt qemu_stopcont e2e_core e2e_svc e2e_dec e2e_enc vuvideo-front
 test_vu_SRCS := tests/test_vu.c vu.c
+qemu_stopcont_SRCS := tests/qemu_stopcont.c vu.c
+# vu.c's own printf (static musl build) or libc's (ASan)
+test_fmt_SRCS := tests/test_fmt.c vu.c
 e2e_core_SRCS := tests/e2e_core.c tests/vufront.c tests/tproc.c
+e2e_svc_SRCS := tests/e2e_svc.c tests/vufront.c tests/tproc.c
 e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
 e2e_enc_SRCS := tests/e2e_enc.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
 vuvideo-front_SRCS := tests/vvfront.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c
@@ -98,7 +110,7 @@ $(DAEMON): $(call objs,$(B),$(DAEMON_SRCS))
 	$(quiet) LD $@
 	$(Q)$(CC) $(VUV_CFLAGS) $(CFLAGS) $(VUV_LDFLAGS) $(LDFLAGS) -o $@ $^
 
-$(B)/%.o: %.c $(B)/config.h $(if $(KINC),$(KINC)/.stamp) | $(B)/tests
+$(B)/%.o: %.c $(B)/config.h $(B)/flags $(if $(KINC),$(KINC)/.stamp) | $(B)/tests
 	$(quiet) CC $<
 	$(Q)$(CC) $(VUV_CPPFLAGS) $(VUV_KINC_FLAGS) $(CPPFLAGS) $(VUV_CFLAGS) $(CFLAGS) -c -o $@ $<
 
@@ -108,6 +120,11 @@ $(B)/config.h: FORCE | $(B)/tests
 	$(Q)$(KCONFIG_AWK) -v mode=header Kconfig $(CONFIG_FILE) > $@.tmp
 	$(Q)if cmp -s $@.tmp $@; then rm -f $@.tmp; else \
 		printf '  %-7s %s\n' GEN "$@ ($(CONFIG_FILE))"; mv $@.tmp $@; fi
+
+# The compiler and flags: objects are rebuilt when they change (OPT=..., CC=...).
+$(B)/flags: FORCE | $(B)/tests
+	$(file >$@.tmp,$(CC) $(VUV_CPPFLAGS) $(CPPFLAGS) $(VUV_CFLAGS) $(CFLAGS) $(VUV_LDFLAGS) $(LDFLAGS))
+	$(Q)if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 
 FORCE:
 
@@ -147,13 +164,75 @@ $(B)/asan/%.o: %.c $(B)/config.h | $(B)/asan/tests
 	$(quiet) CC "$< [asan]"
 	$(Q)$(ASAN_CC) $(VUV_CPPFLAGS) $(VUV_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
+# ---- fuzz targets (tests/fuzz) --------------------------------------------------
+# Each target links vu.c built with VU_TEST_HOOKS. make check replays the
+# committed corpora with gcc ASan+UBSan (replay.c, no clang needed); make fuzz
+# runs libFuzzer (clang) for FUZZ_SECONDS per target.
+FUZZ_TARGETS := fuzz_vu_msg fuzz_vring
+FUZZ_SRCS = tests/fuzz/$(1).c tests/fuzz/fuzz_common.c vu.c
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_CPPFLAGS := $(VUV_CPPFLAGS) -DVU_TEST_HOOKS -Itests/fuzz
+FUZZ_SAN := address,undefined
+define fuzz_prog
+$(B)/asan/tests/$(1)-replay: $(call objs,$(B)/hooks,$(call FUZZ_SRCS,$(1)) tests/fuzz/replay.c)
+	$$(quiet) LD $$@
+	$$(Q)$$(ASAN_CC) $$(VUV_CFLAGS) $$(ASAN_FLAGS) -pthread -o $$@ $$^
+$(B)/fuzz/$(1): $(call objs,$(B)/fuzz,$(call FUZZ_SRCS,$(1)))
+	$$(quiet) LD $$@
+	$$(Q)$$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,$$(FUZZ_SAN) -pthread -o $$@ $$^
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call fuzz_prog,$(t))))
+
+$(B)/hooks/%.o: %.c $(B)/config.h
+	$(quiet) CC "$< [asan, hooks]"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(ASAN_CC) $(FUZZ_CPPFLAGS) $(VUV_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+
+$(B)/fuzz/%.o: %.c $(B)/config.h
+	$(quiet) CC "$< [libfuzzer]"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CPPFLAGS) -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter \
+		-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,$(FUZZ_SAN) \
+		-fno-sanitize-recover=undefined -pthread -MMD -MP -c -o $@ $<
+
+$(B)/tests/mkseeds: tests/fuzz/mkseeds.c vu.h | $(B)/tests
+	$(quiet) LD $@
+	$(Q)$(ASAN_CC) $(VUV_CPPFLAGS) $(VUV_CFLAGS) -o $@ $<
+
+# Regenerate the seed corpora (committed; crashers found later sit beside them).
+fuzz-seeds: $(B)/tests/mkseeds
+	$(Q)$(B)/tests/mkseeds tests/fuzz/corpus
+
+fuzz:
+	$(Q)tests/deps.sh fuzz
+	$(Q)$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(B)/fuzz/%)
+	$(Q)tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 tests: $(DAEMON) $(TEST_PROGS:%=$(B)/tests/%) trimmed
 
 # The one-role configurations, each in its own directory (make check tests them).
 trimmed:
 	$(Q)$(MAKE) --no-print-directory B=build/dec KCONFIG_CONFIG=configs/decoder_defconfig build/dec/vhost-user-video
 	$(Q)$(MAKE) --no-print-directory B=build/enc KCONFIG_CONFIG=configs/encoder_defconfig build/enc/vhost-user-video
-tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%)
+tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%) \
+	$(FUZZ_TARGETS:%=$(B)/asan/tests/%-replay)
+
+# Stripped sizes of the full, decoder-only and encoder-only static builds, and
+# of the full aarch64 build when aarch64-linux-musl-gcc is there (tests/cross.sh
+# installs it).
+SIZE_BINS := $(DAEMON) build/dec/vhost-user-video build/enc/vhost-user-video
+size: $(DAEMON) trimmed
+	$(Q)if command -v aarch64-linux-musl-gcc >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory B=build/arm64 CROSS_COMPILE=aarch64-linux-musl- \
+			build/arm64/vhost-user-video; fi
+	$(Q)for b in $(SIZE_BINS) build/arm64/vhost-user-video; do \
+		[ -e $$b ] || { echo "$$b: not built (no aarch64-linux-musl-gcc)"; continue; }; \
+		s=$(STRIP); case $$b in build/arm64/*) s=aarch64-linux-gnu-strip;; esac; \
+		$$s -o $$b.stripped $$b && \
+		printf '%-32s %7d bytes stripped\n' $$b $$(wc -c < $$b.stripped); \
+		rm -f $$b.stripped; \
+	done
 
 # `make check` first installs what a fresh Debian machine lacks (as root), then
 # builds both variants and runs unit tests on the host and end-to-end tests
@@ -224,19 +303,51 @@ menuconfig:
 
 # ---- install -------------------------------------------------------------------
 # Not stripped (distributions strip themselves); install-strip does.
+# The QEMU JSON descriptor only on request: QEMU's schema has no "video" type
+# yet, and a libvirt that meets an unknown type fails its whole discovery.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+INITDIR ?= $(SYSCONFDIR)/init.d
+# the script's name there (Yocto's update-rc.d wants a plain name)
+INITSCRIPT ?= S50vhost-user-video
+SYSTEMDUNITDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+UNITS := vhost-user-video.service vhost-user-video.socket vhost-user-video@.service
+SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+
 install: $(DAEMON)
 	$(INSTALL) -D -m 0755 $(DAEMON) $(DESTDIR)$(BINDIR)/vhost-user-video
-	$(INSTALL) -D -m 0644 doc/vhost-user-video.1 $(DESTDIR)$(MANDIR)/man1/vhost-user-video.1
+	$(INSTALL) -D -m 0644 doc/vhost-user-video.8 $(DESTDIR)$(MANDIR)/man8/vhost-user-video.8
+
+install-qemu-json:
 	$(INSTALL) -d $(DESTDIR)$(DATADIR)/qemu/vhost-user
-	sed 's|@BINDIR@|$(BINDIR)|' doc/50-vhost-user-video.json > \
+	$(SUBST) doc/50-vhost-user-video.json > \
 		$(DESTDIR)$(DATADIR)/qemu/vhost-user/50-vhost-user-video.json
+
+# BusyBox/SysV init: the script and its defaults file (kept if present).
+install-sysv:
+	$(INSTALL) -d $(DESTDIR)$(INITDIR)
+	sed -e 's|^BIN="/usr/bin/|BIN="$(BINDIR)/|' -e 's|"/etc/default/|"$(SYSCONFDIR)/default/|g' \
+		contrib/init/S50vhost-user-video > $(DESTDIR)$(INITDIR)/$(INITSCRIPT)
+	chmod 0755 $(DESTDIR)$(INITDIR)/$(INITSCRIPT)
+	$(INSTALL) -d $(DESTDIR)$(SYSCONFDIR)/default
+	test -e $(DESTDIR)$(SYSCONFDIR)/default/vhost-user-video || \
+		$(INSTALL) -m 0644 contrib/init/vhost-user-video.default \
+			$(DESTDIR)$(SYSCONFDIR)/default/vhost-user-video
+
+install-systemd:
+	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	for u in $(UNITS); do \
+		$(SUBST) contrib/systemd/$$u > $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u; \
+	done
 
 install-strip: install
 	$(STRIP) $(DESTDIR)$(BINDIR)/vhost-user-video
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/vhost-user-video $(DESTDIR)$(MANDIR)/man1/vhost-user-video.1 \
-		$(DESTDIR)$(DATADIR)/qemu/vhost-user/50-vhost-user-video.json
+	rm -f $(DESTDIR)$(BINDIR)/vhost-user-video $(DESTDIR)$(MANDIR)/man8/vhost-user-video.8 \
+		$(DESTDIR)$(DATADIR)/qemu/vhost-user/50-vhost-user-video.json \
+		$(DESTDIR)$(INITDIR)/$(INITSCRIPT) \
+		$(UNITS:%=$(DESTDIR)$(SYSTEMDUNITDIR)/%)
 
 clean:
 	rm -rf build vhost-user-video
@@ -253,8 +364,14 @@ help:
 	@echo "  check-guest    the real Linux guest driver through QEMU (../shared/guest-driver/)"
 	@echo "  demo           decode a clip through the daemon on vicodec in the test VM"
 	@echo "  bench          decode throughput through the daemon vs v4l2-ctl directly"
+	@echo "  fuzz           libFuzzer on each target for FUZZ_SECONDS=$(FUZZ_SECONDS) (clang)"
+	@echo "  fuzz-seeds     regenerate the seed corpora in tests/fuzz/corpus"
+	@echo "  size           stripped sizes: full, decoder-only, encoder-only, aarch64"
 	@echo "  tests          build the test programs into $(B)/tests"
-	@echo "  install        PREFIX=$(PREFIX) DESTDIR= BINDIR= MANDIR=; install-strip, uninstall"
+	@echo "  install        daemon + man page; PREFIX=$(PREFIX) DESTDIR= BINDIR= MANDIR=; install-strip, uninstall"
+	@echo "  install-sysv   contrib/init: S50vhost-user-video + /etc/default/vhost-user-video (INITDIR, SYSCONFDIR)"
+	@echo "  install-systemd  contrib/systemd units (SYSTEMDUNITDIR)"
+	@echo "  install-qemu-json  QEMU's vhost-user JSON descriptor (not by install: no \"video\" type in QEMU's schema yet)"
 	@echo "  clean          remove build output; distclean also removes .config"
 	@echo "Configure (no Kconfig tool needed):"
 	@echo "  defconfig      .config with the defaults (KCONFIG_CONFIG=FILE for another file)"
@@ -263,7 +380,8 @@ help:
 	@echo "  savedefconfig  write the options that differ from the defaults to ./defconfig"
 	@echo "  menuconfig     interactive (kconfig-mconf or python3 -m menuconfig)"
 
-.PHONY: FORCE all tests trimmed tests-asan check check-unit check-guest demo bench defconfig olddefconfig savedefconfig \
-	menuconfig install install-strip uninstall clean distclean help
+.PHONY: FORCE all tests trimmed tests-asan check check-unit check-guest demo bench fuzz \
+	fuzz-seeds size defconfig olddefconfig savedefconfig menuconfig install install-qemu-json \
+	install-sysv install-systemd install-strip uninstall clean distclean help
 
--include $(shell find $(B) -name '*.d' 2>/dev/null)
+-include $(shell find $(B) -name '*.d' -type f 2>/dev/null)

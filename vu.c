@@ -32,7 +32,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +52,7 @@
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
 
+#include "config.h"
 #include "vu.h"
 
 /* ---- constants ---------------------------------------------------------------- */
@@ -83,7 +88,20 @@ enum vu_qstate { VU_Q_STOPPED, VU_Q_STARTED };
 struct vu_ring_sig {
 	uint64_t desc, avail, used;
 	unsigned num;
-	uint16_t base;
+	uint16_t base, used_idx;
+};
+
+/* An answer given while its ring was not running (VM stopped: disabled,
+ * then GET_VRING_BASE): kept, guest memory untouched, until the same ring
+ * runs again; dropped if the ring is re-created instead. */
+struct vu_done {
+	uint32_t gen;			/* a reset since (any ring re-created) drops it */
+	uint16_t head;
+	bool fits;			/* len <= the chain's writable space */
+	struct vu_seg wr[VU_CHAIN_MAX_WR];
+	unsigned n_wr;
+	uint8_t *resp;
+	size_t len;
 };
 
 struct vu_queue {
@@ -101,6 +119,8 @@ struct vu_queue {
 	bool signalled_valid;
 	int kick_fd, call_fd, err_fd;
 	struct vu_ring_sig stopped;
+	struct vu_done *done;		/* answers waiting for the ring to run */
+	unsigned n_done, cap_done;
 };
 
 struct vu_rl {
@@ -264,15 +284,26 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
+/* Fuzz targets build vu.c with VU_TEST_HOOKS to see every used-ring entry
+ * (tests/fuzz: every chain answered exactly once). Nothing otherwise. */
+#ifdef VU_TEST_HOOKS
+#define TEST_HOOK(dev, what, qi, head) vu_test_hook(dev, what, qi, head)
+#else
+#define TEST_HOOK(dev, what, qi, head) ((void)0)
+#endif
+
 /* ---- device state ------------------------------------------------------------- */
 
-static void mark_broken(struct vu_dev *dev)
+/* True the first time (the caller logs why). */
+static bool mark_broken(struct vu_dev *dev)
 {
 	uint64_t one = 1;
 
-	if (!__atomic_exchange_n(&dev->broken, true, __ATOMIC_SEQ_CST) &&
-	    write(dev->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+	if (__atomic_exchange_n(&dev->broken, true, __ATOMIC_SEQ_CST))
+		return false;
+	if (write(dev->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		vu_log(VU_WARN, "cannot wake the vhost-user loop: %s", strerror(errno));
+	return true;
 }
 
 static void bump_generation(struct vu_dev *dev)
@@ -334,6 +365,74 @@ pthread_mutex_t *vu_mutex(struct vu_dev *dev)
 {
 	return &dev->lock;
 }
+
+/* ---- faults in guest memory --------------------------------------------------- */
+
+/*
+ * Guest memory is the frontend's file, mapped shared. A frontend that
+ * truncates it after SET_MEM_TABLE (nothing stops it: QEMU's
+ * memory-backend-file on /dev/shm has no seals, nor has a memfd without
+ * F_SEAL_SHRINK) turns our next access past the new end into SIGBUS, in
+ * whichever thread made it: the command thread or the device's event thread.
+ * Refusing unsealed regions would refuse QEMU's own memory-backend-file
+ * setups (and hugetlbfs running out of pages faults the same way), so the
+ * fault is caught instead: every access to guest memory runs under GUARDED,
+ * which arms a per-thread sigjmp_buf that the SIGBUS handler jumps back to.
+ * The access fails, the device is marked broken with one error line, and the
+ * loop drops the frontend and accepts the next one. A SIGBUS outside a guard
+ * is our bug: the handler restores the default action and the re-executed
+ * access kills the process as it would have without the handler.
+ *
+ * The guard is sigsetjmp(buf, 0): no signal mask syscall per access;
+ * SA_NODEFER keeps SIGBUS unblocked across the jump out of the handler.
+ * Nothing between the guard and a guest access takes a lock or allocates
+ * in a way a jump could break (the callers' lock stays held and is released
+ * by them as usual; a chain's request buffer is freed by the fault path).
+ */
+static _Thread_local sigjmp_buf *fault_jmp;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	sigjmp_buf *j = fault_jmp;
+
+	(void)si;
+	(void)uc;
+	if (j) {
+		fault_jmp = NULL;
+		siglongjmp(*j, 1);
+	}
+	signal(sig, SIG_DFL);
+}
+
+static void sigbus_install(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO | SA_NODEFER };
+
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGBUS, &sa, NULL))
+		vu_log(VU_WARN, "cannot install the SIGBUS handler: %s", strerror(errno));
+}
+
+static void guest_fault(struct vu_dev *dev)
+{
+	if (mark_broken(dev))
+		vu_log(VU_ERR, "guest memory access faulted (SIGBUS: the frontend shrank its "
+		       "memory file?); dropping the frontend");
+}
+
+/* Run stmt (which sets ret) with guest-memory faults caught: ret = fail. */
+#define GUARDED(dev, ret, fail, stmt) do {					\
+	sigjmp_buf guard_jb_, *guard_prev_ = fault_jmp;				\
+	if (sigsetjmp(guard_jb_, 0)) {						\
+		fault_jmp = guard_prev_;					\
+		guest_fault(dev);						\
+		ret = (fail);							\
+	} else {								\
+		fault_jmp = &guard_jb_;						\
+		stmt;								\
+		fault_jmp = guard_prev_;					\
+	}									\
+} while (0)
 
 /* ---- guest memory ------------------------------------------------------------- */
 
@@ -398,12 +497,18 @@ static int gpa_copy(struct vu_dev *dev, uint64_t gpa, void *buf, size_t len, boo
 
 int vu_gpa_read(struct vu_dev *dev, uint64_t gpa, void *buf, size_t len)
 {
-	return gpa_copy(dev, gpa, buf, len, false);
+	int ret;
+
+	GUARDED(dev, ret, -EFAULT, ret = gpa_copy(dev, gpa, buf, len, false));
+	return ret;
 }
 
 int vu_gpa_write(struct vu_dev *dev, uint64_t gpa, const void *buf, size_t len)
 {
-	return gpa_copy(dev, gpa, (void *)buf, len, true);
+	int ret;
+
+	GUARDED(dev, ret, -EFAULT, ret = gpa_copy(dev, gpa, (void *)buf, len, true));
+	return ret;
 }
 
 static void region_unmap(struct vu_region *rg)
@@ -506,7 +611,10 @@ static int vq_map(struct vu_dev *dev, struct vu_queue *q)
 	return 0;
 }
 
-/* After the memory table changed: rings must be looked up again. */
+static void vq_resume(struct vu_dev *dev, unsigned qi);
+
+/* After the memory table changed: rings must be looked up again (and one
+ * that is back in guest memory gets what was answered meanwhile). */
 static void vq_remap_all(struct vu_dev *dev)
 {
 	for (unsigned i = 0; i < dev->ops->nqueues; i++) {
@@ -514,6 +622,7 @@ static void vq_remap_all(struct vu_dev *dev)
 
 		if (q->addr_set && vq_map(dev, q) && q->state == VU_Q_STARTED)
 			vu_log(VU_WARN, "queue %u: ring no longer in guest memory; queue idle", i);
+		vq_resume(dev, i);
 	}
 }
 
@@ -524,21 +633,33 @@ static void vq_stop(struct vu_queue *q)
 	q->state = VU_Q_STOPPED;
 	q->was_stopped = true;
 	q->stopped = (struct vu_ring_sig){ q->desc_uva, q->avail_uva, q->used_uva, q->num,
-					   q->last_avail };
+					   q->last_avail, q->used_idx };
+}
+
+static void vq_drop_done(struct vu_queue *q)
+{
+	for (unsigned i = 0; i < q->n_done; i++)
+		free(q->done[i].resp);
+	q->n_done = 0;
 }
 
 static void vq_clear(struct vu_queue *q)
 {
+	vq_drop_done(q);
+	free(q->done);
 	close_fd(&q->kick_fd);
 	close_fd(&q->call_fd);
 	close_fd(&q->err_fd);
 	*q = (struct vu_queue){ .kick_fd = -1, .call_fd = -1, .err_fd = -1 };
 }
 
+/* A resume finds the ring where it was stopped, used index included (the
+ * driver never writes it; a re-created ring starts at 0 from zeroed memory). */
 static bool vq_same_ring(const struct vu_queue *q, const struct vu_ring_sig *was)
 {
 	return q->desc_uva == was->desc && q->avail_uva == was->avail &&
-	       q->used_uva == was->used && q->num == was->num && q->last_avail == was->base;
+	       q->used_uva == was->used && q->num == was->num && q->last_avail == was->base &&
+	       load16(&q->used->idx) == was->used_idx;
 }
 
 static int vq_start(struct vu_dev *dev, struct vu_queue *q, unsigned qi)
@@ -550,7 +671,9 @@ static int vq_start(struct vu_dev *dev, struct vu_queue *q, unsigned qi)
 		return -EINVAL;
 	}
 	if (q->was_stopped && !vq_same_ring(q, &q->stopped)) {
-		vu_log(VU_DEBUG, "queue %u: ring re-created; chains popped before are dropped", qi);
+		vu_log(VU_DEBUG, "queue %u: ring re-created; chains popped before and %u answers "
+		       "kept for it are dropped", qi, q->n_done);
+		vq_drop_done(q);
 		bump_generation(dev);
 		/* Without STATUS this is how a guest reset (reboot, driver
 		 * reload) shows: the device must forget its streams too. */
@@ -687,7 +810,7 @@ static bool chain_walk(struct vu_dev *dev, struct vu_queue *q, struct vu_chain *
 	}
 }
 
-int vu_queue_pop(struct vu_dev *dev, unsigned qi, struct vu_chain *c)
+static int queue_pop(struct vu_dev *dev, unsigned qi, struct vu_chain *c)
 {
 	struct vu_queue *q = queue_of(dev, qi);
 	uint16_t avail_idx, n, head;
@@ -724,7 +847,6 @@ int vu_queue_pop(struct vu_dev *dev, unsigned qi, struct vu_chain *c)
 	if (vu_has_feature(dev, VIRTIO_RING_F_EVENT_IDX))
 		store16(avail_event_ptr(q), q->last_avail);
 
-	memset(c, 0, sizeof(*c));
 	c->queue = qi;
 	c->head = head;
 	c->gen = vu_generation(dev);
@@ -737,10 +859,25 @@ int vu_queue_pop(struct vu_dev *dev, unsigned qi, struct vu_chain *c)
 	memset(c, 0, sizeof(*c));
 	c->queue = UINT16_MAX;
 	push_used(q, head, 0);
+	TEST_HOOK(dev, VU_HOOK_MALFORMED, qi, head);
 	if (rl_allow(&dev->rl_chain, &missed))
 		vu_log(VU_WARN, "queue %u: malformed descriptor chain at head %u: %s; returned "
 		       "unused%s", qi, head, why, rl_note(missed, note, sizeof(note)));
 	return -EINVAL;
+}
+
+int vu_queue_pop(struct vu_dev *dev, unsigned qi, struct vu_chain *c)
+{
+	int ret;
+
+	memset(c, 0, sizeof(*c));
+	GUARDED(dev, ret, -EIO, ret = queue_pop(dev, qi, c));
+	if (ret == -EIO) {
+		free(c->req);		/* a fault may leave a half-copied request */
+		memset(c, 0, sizeof(*c));
+		c->queue = UINT16_MAX;
+	}
+	return ret;
 }
 
 void vu_chain_release(struct vu_chain *c)
@@ -752,32 +889,92 @@ void vu_chain_release(struct vu_chain *c)
 	c->queue = UINT16_MAX;		/* a second respond/release is harmless */
 }
 
-int vu_chain_respond(struct vu_dev *dev, struct vu_chain *c, const void *resp, size_t len)
+/* Scatter resp into the writable pieces and publish the chain. The used
+ * length is what was written: 0 if it does not fit or a piece is gone. */
+static int chain_complete(struct vu_dev *dev, struct vu_queue *q, uint16_t head,
+			  const struct vu_seg *wr, unsigned n_wr, bool fits, const void *resp,
+			  size_t len)
 {
-	struct vu_queue *q = queue_of(dev, c->queue);
-	uint32_t written = 0;
-	int ret = 0;
+	int ret = fits ? 0 : -ENOSPC;
+	size_t off = 0;
 
-	if (!q || c->gen != vu_generation(dev) || !vu_queue_ready(dev, c->queue) ||
-	    c->head >= q->num) {
-		vu_log(VU_TRACE, "queue %u: stale chain %u dropped", c->queue, c->head);
-		vu_chain_release(c);
+	for (unsigned i = 0; fits && i < n_wr && off < len && !ret; i++) {
+		size_t chunk = len - off < wr[i].len ? len - off : wr[i].len;
+
+		ret = gpa_copy(dev, wr[i].gpa, (uint8_t *)resp + off, chunk, true);
+		off += chunk;
+	}
+	push_used(q, head, fits && !ret ? (uint32_t)len : 0);
+	TEST_HOOK(dev, VU_HOOK_USED, (unsigned)(q - dev->q), head);
+	return ret;
+}
+
+/*
+ * The chain's ring is not running (disabled, or stopped by GET_VRING_BASE:
+ * QEMU's `stop`). The answer is kept, and guest memory left alone as a
+ * suspended device must (vhost-user.rst, Suspended device state), until the
+ * same ring runs again (vq_resume). A valid driver has at most a ring's worth
+ * of buffers out; answers beyond that are dropped.
+ */
+static int chain_defer(struct vu_dev *dev, struct vu_queue *q, const struct vu_chain *c,
+		       bool fits, const void *resp, size_t len)
+{
+	struct vu_done *d;
+	uint8_t *copy = NULL;
+
+	if (q->n_done == q->cap_done) {
+		unsigned n = q->cap_done ? q->cap_done * 2 : 8;
+		struct vu_done *p;
+
+		if (n > q->num)
+			n = q->num;
+		p = n > q->cap_done ? realloc(q->done, n * sizeof(*p)) : NULL;
+		if (!p) {
+			vu_log(VU_WARN, "queue %u: %u answers already wait for the ring to run; "
+			       "chain %u dropped", c->queue, q->n_done, c->head);
+			TEST_HOOK(dev, VU_HOOK_DROPPED, c->queue, c->head);
+			return 0;
+		}
+		q->done = p;
+		q->cap_done = n;
+	}
+	if (fits && len && !(copy = malloc(len))) {
+		vu_log(VU_WARN, "queue %u: out of memory; chain %u dropped", c->queue, c->head);
+		TEST_HOOK(dev, VU_HOOK_DROPPED, c->queue, c->head);
 		return 0;
 	}
-	if (len > c->wr_len || len > UINT32_MAX) {
-		ret = -ENOSPC;
-	} else {
-		size_t off = 0;
+	if (copy)
+		memcpy(copy, resp, len);
+	d = &q->done[q->n_done++];
+	*d = (struct vu_done){ .gen = c->gen, .head = c->head, .fits = fits, .n_wr = c->n_wr,
+			       .resp = copy, .len = fits ? len : 0 };
+	memcpy(d->wr, c->wr, c->n_wr * sizeof(c->wr[0]));
+	TEST_HOOK(dev, VU_HOOK_DEFERRED, c->queue, c->head);
+	vu_log(VU_DEBUG, "queue %u: chain %u answered while the ring is stopped; kept",
+	       c->queue, c->head);
+	return fits ? 0 : -ENOSPC;
+}
 
-		for (unsigned i = 0; i < c->n_wr && off < len && !ret; i++) {
-			size_t chunk = len - off < c->wr[i].len ? len - off : c->wr[i].len;
+static int chain_respond(struct vu_dev *dev, struct vu_chain *c, const void *resp, size_t len)
+{
+	struct vu_queue *q = queue_of(dev, c->queue);
+	bool fits = len <= c->wr_len && len <= UINT32_MAX;
 
-			ret = vu_gpa_write(dev, c->wr[i].gpa, (const uint8_t *)resp + off, chunk);
-			off += chunk;
-		}
-		written = ret ? 0 : (uint32_t)len;
+	if (!q || c->gen != vu_generation(dev) || dev->conn_fd < 0 || vu_broken(dev) ||
+	    c->head >= q->num) {
+		vu_log(VU_TRACE, "queue %u: stale chain %u dropped", c->queue, c->head);
+		return 0;
 	}
-	push_used(q, c->head, written);
+	if (!vu_queue_ready(dev, c->queue))
+		return chain_defer(dev, q, c, fits, resp, len);
+	return chain_complete(dev, q, c->head, c->wr, c->n_wr, fits, resp, len);
+}
+
+int vu_chain_respond(struct vu_dev *dev, struct vu_chain *c, const void *resp, size_t len)
+{
+	int ret;
+
+	GUARDED(dev, ret, -EFAULT, ret = chain_respond(dev, c, resp, len));
 	vu_chain_release(c);
 	return ret;
 }
@@ -808,17 +1005,55 @@ static bool vq_should_notify(struct vu_dev *dev, struct vu_queue *q)
 	return !(load16(&q->avail->flags) & VRING_AVAIL_F_NO_INTERRUPT);
 }
 
-void vu_queue_notify(struct vu_dev *dev, unsigned qi)
+static int queue_notify(struct vu_dev *dev, unsigned qi)
 {
 	struct vu_queue *q = queue_of(dev, qi);
 	uint64_t one = 1;
 	unsigned missed;
 
 	if (!vu_queue_ready(dev, qi) || q->call_fd < 0 || !vq_should_notify(dev, q))
-		return;
+		return 0;
 	if (write(q->call_fd, &one, sizeof(one)) < 0 && errno != EAGAIN &&
 	    rl_allow(&dev->rl_call, &missed))
 		vu_log(VU_WARN, "queue %u: cannot signal the call eventfd: %s", qi, strerror(errno));
+	return 0;
+}
+
+void vu_queue_notify(struct vu_dev *dev, unsigned qi)
+{
+	int ret;
+
+	GUARDED(dev, ret, -EFAULT, ret = queue_notify(dev, qi));
+	(void)ret;
+}
+
+/* The ring runs again: deliver what was answered while it was stopped, in
+ * order, then notify. Called from the handlers that make a ring ready. */
+static void vq_resume(struct vu_dev *dev, unsigned qi)
+{
+	struct vu_queue *q = &dev->q[qi];
+	unsigned n = q->n_done, sent = 0;
+
+	if (!n || !vu_queue_ready(dev, qi))
+		return;
+	for (unsigned i = 0; i < n; i++) {
+		struct vu_done *d = &q->done[i];
+
+		/* Another ring re-created meanwhile reset the device: the chain is
+		 * as stale as any other of that generation. */
+		if (d->gen == vu_generation(dev) && d->head < q->num) {
+			chain_complete(dev, q, d->head, d->wr, d->n_wr, d->fits, d->resp, d->len);
+			sent++;
+		} else {
+			TEST_HOOK(dev, VU_HOOK_DROPPED, qi, d->head);
+		}
+		free(d->resp);
+		d->resp = NULL;		/* a fault mid-way leaves the rest to vq_clear */
+	}
+	q->n_done = 0;
+	vu_log(VU_DEBUG, "queue %u: %u answers made while it was stopped delivered, %u stale "
+	       "dropped", qi, sent, n - sent);
+	queue_notify(dev, qi);
 }
 
 /* ---- message handlers (lock held) --------------------------------------------- */
@@ -1038,6 +1273,13 @@ static int h_set_vring_addr(struct vu_ctx *x)
 
 	if (!q)
 		return -EINVAL;
+	/* Like NUM and BASE: moving a running ring would have chains of the old
+	 * one answered into the new one. (QEMU sends ADDR to a started ring only
+	 * to turn on dirty logging, which we do not offer.) */
+	if (q->state == VU_Q_STARTED) {
+		vu_log(VU_WARN, "SET_VRING_ADDR: ring %u is running", a->index);
+		return -EBUSY;
+	}
 	q->desc_uva = a->desc_user_addr;
 	q->avail_uva = a->avail_user_addr;
 	q->used_uva = a->used_user_addr;
@@ -1126,7 +1368,10 @@ static int h_set_vring_kick(struct vu_ctx *x)
 	if (fd < 0)
 		vu_log(VU_WARN, "queue %u: no kick fd; polling is not supported",
 		       (unsigned)(q - x->dev->q));
-	return vq_start(x->dev, q, q - x->dev->q);
+	ret = vq_start(x->dev, q, q - x->dev->q);
+	if (!ret)
+		vq_resume(x->dev, q - x->dev->q);
+	return ret;
 }
 
 static int h_set_vring_call(struct vu_ctx *x)
@@ -1167,6 +1412,7 @@ static int h_set_vring_enable(struct vu_ctx *x)
 	}
 	q->enabled = on;
 	vu_log(VU_DEBUG, "queue %u: %s", x->m->p.state.index, on ? "enabled" : "disabled");
+	vq_resume(x->dev, x->m->p.state.index);
 	return 0;
 }
 
@@ -1226,7 +1472,15 @@ static int h_set_config(struct vu_ctx *x)
 	return ret;
 }
 
-/* We do not offer STATUS; answer a frontend that sends it anyway politely. */
+/*
+ * We do not offer STATUS. It would not tell a VM stop from a guest reset:
+ * QEMU (8.x to 10.x, hw/virtio/vhost.c vhost_dev_stop) runs the same stop
+ * sequence for both (SET_VRING_ENABLE 0, GET_VRING_BASE per ring, then
+ * SET_STATUS 0 when STATUS was negotiated), so SET_STATUS 0 cannot mean
+ * "forget the streams". What differs is the restart: after `cont` the rings
+ * come back where they stopped (vq_same_ring), after a guest reset they are
+ * re-created from index 0. A frontend that sends STATUS anyway is answered.
+ */
 static int h_set_status(struct vu_ctx *x)
 {
 	x->dev->status = (uint8_t)x->m->p.u64;
@@ -1515,7 +1769,8 @@ int vu_handle_msg(struct vu_dev *dev)
 	memset(&r, 0, sizeof(r));
 
 	vu_lock(dev);
-	ret = dispatch(&x);
+	/* Handlers touch rings in guest memory (start, resume). */
+	GUARDED(dev, ret, -EFAULT, ret = dispatch(&x));
 	msg_close_fds(&m);
 	if (ret == -EPROTO) {
 		mark_broken(dev);
@@ -1557,6 +1812,8 @@ int vu_handle_msg(struct vu_dev *dev)
 
 /* ---- device and connection ---------------------------------------------------- */
 
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+
 struct vu_dev *vu_dev_new(const struct vu_ops *ops, void *opaque)
 {
 	struct vu_dev *dev;
@@ -1565,6 +1822,7 @@ struct vu_dev *vu_dev_new(const struct vu_ops *ops, void *opaque)
 		errno = EINVAL;
 		return NULL;
 	}
+	pthread_once(&sigbus_once, sigbus_install);
 	dev = calloc(1, sizeof(*dev));
 	if (!dev)
 		return NULL;
@@ -1641,7 +1899,8 @@ int vu_listen(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct stat st;
-	int fd;
+	mode_t mask;
+	int fd, r;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
@@ -1666,7 +1925,12 @@ int vu_listen(const char *path)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
+	/* Owner-only from the start (the caller may widen it to a group):
+	 * at start-up, before any thread, so the umask change is ours alone. */
+	mask = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(mask);
+	if (r < 0 || listen(fd, 1) < 0) {
 		int e = errno;
 
 		close(fd);
@@ -1691,10 +1955,8 @@ static int serve(struct vu_dev *dev, int stop_fd)
 		struct pollfd p[3 + VU_MAX_QUEUES];
 		unsigned qidx[3 + VU_MAX_QUEUES], n = 3;
 
-		if (vu_broken(dev)) {
-			vu_log(VU_WARN, "device broken; dropping the frontend");
-			return 0;
-		}
+		if (vu_broken(dev))
+			return 0;	/* whoever broke it said why */
 		p[0] = (struct pollfd){ dev->conn_fd, POLLIN, 0 };
 		p[1] = (struct pollfd){ stop_fd, POLLIN, 0 };
 		p[2] = (struct pollfd){ dev->wake_fd, POLLIN, 0 };
@@ -1804,3 +2066,222 @@ int vu_run(struct vu_dev *dev, int fd, int stop_fd)
 		vu_disconnect(dev);
 	}
 }
+
+/* ---- a small printf for the static musl build ---------------------------------- */
+
+#if CONFIG_VUV_SMALL_PRINTF && !defined(__GLIBC__) && !defined(__UCLIBC__)
+/*
+ * musl's printf carries floating-point and wide-character formatting: about
+ * 11 KB of a 96 KB binary. We format only integers and strings, so in the
+ * static musl build these replace snprintf, vsnprintf and printf (the linker
+ * then takes no printf code from libc.a). Conversions d i u o x X c s p %,
+ * flags - 0 + space #, width and precision (also *), lengths hh h l ll z j t.
+ * A floating-point conversion consumes its argument and prints '?'.
+ */
+struct fmt_out {
+	char *s;
+	size_t cap, len;		/* len counts what would have been written */
+};
+
+static void fmt_put(struct fmt_out *o, char c, size_t n)
+{
+	for (; n; n--, o->len++)
+		if (o->len + 1 < o->cap)
+			o->s[o->len] = c;
+}
+
+static void fmt_puts(struct fmt_out *o, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		fmt_put(o, p[i], 1);
+}
+
+/* One field: prefix (sign, 0x), zeros to the precision, the body; padded. */
+static void fmt_field(struct fmt_out *o, const char *pre, const char *body, size_t n,
+		      size_t zeros, int width, bool left, bool zero_pad)
+{
+	size_t np = strlen(pre), w = np + zeros + n;
+	size_t pad = width > 0 && (size_t)width > w ? (size_t)width - w : 0;
+
+	if (!left && !zero_pad)
+		fmt_put(o, ' ', pad);
+	fmt_puts(o, pre, np);
+	if (!left && zero_pad)
+		fmt_put(o, '0', pad);
+	fmt_put(o, '0', zeros);
+	fmt_puts(o, body, n);
+	if (left)
+		fmt_put(o, ' ', pad);
+}
+
+int vsnprintf(char *restrict s, size_t n, const char *restrict fmt, va_list ap)
+{
+	struct fmt_out o = { s, n, 0 };
+
+	for (const char *f = fmt; *f; f++) {
+		bool left = false, zero = false, plus = false, space = false, alt = false;
+		int width = 0, prec = -1, lng = 0;	/* lng: -2 hh, -1 h, 1 l, 2 ll/j/z/t */
+		char num[24], *d = num + sizeof(num);
+		const char *pre = "";
+		uintmax_t u;
+
+		if (*f != '%') {
+			fmt_put(&o, *f, 1);
+			continue;
+		}
+		for (;; f++) {
+			char c = f[1];
+
+			if (c == '-') left = true;
+			else if (c == '0') zero = true;
+			else if (c == '+') plus = true;
+			else if (c == ' ') space = true;
+			else if (c == '#') alt = true;
+			else break;
+		}
+		if (f[1] == '*') {
+			width = va_arg(ap, int);
+			if (width < 0) {
+				left = true;
+				width = width == INT32_MIN ? 0 : -width;
+			}
+			f++;
+		} else {
+			for (; f[1] >= '0' && f[1] <= '9'; f++)
+				width = width < 100000 ? width * 10 + (f[1] - '0') : width;
+		}
+		if (f[1] == '.') {
+			f++;
+			prec = 0;
+			if (f[1] == '*') {
+				prec = va_arg(ap, int);
+				f++;
+			} else {
+				for (; f[1] >= '0' && f[1] <= '9'; f++)
+					prec = prec < 100000 ? prec * 10 + (f[1] - '0') : prec;
+			}
+		}
+		for (;; f++) {
+			char c = f[1];
+
+			if (c == 'h') lng = lng == -1 ? -2 : -1;
+			else if (c == 'l') lng++;
+			else if (c == 'z' || c == 'j' || c == 't') lng = 2;
+			else if (c == 'L') lng = 3;
+			else break;
+		}
+		f++;
+		switch (*f) {
+		case 'd': case 'i': {
+			intmax_t v = lng >= 2 ? va_arg(ap, long long) : lng == 1 ? va_arg(ap, long)
+				   : va_arg(ap, int);
+
+			if (lng == -1) v = (short)v;
+			if (lng == -2) v = (signed char)v;
+			u = v < 0 ? -(uintmax_t)v : (uintmax_t)v;
+			pre = v < 0 ? "-" : plus ? "+" : space ? " " : "";
+			goto digits10;
+		}
+		case 'u': case 'o': case 'x': case 'X': case 'p':
+			if (*f == 'p')
+				u = (uintptr_t)va_arg(ap, void *);
+			else
+				u = lng >= 2 ? va_arg(ap, unsigned long long)
+				    : lng == 1 ? va_arg(ap, unsigned long) : va_arg(ap, unsigned);
+			if (lng == -1) u = (unsigned short)u;
+			if (lng == -2) u = (unsigned char)u;
+			if (*f == 'u')
+				goto digits10;
+			if (*f == 'o') {
+				do *--d = (char)('0' + (u & 7)); while (u >>= 3);
+				if (alt && *d != '0')
+					*--d = '0';
+			} else {
+				const char *hex = *f == 'X' ? "0123456789ABCDEF" : "0123456789abcdef";
+				bool zero_val = u == 0;
+
+				do *--d = hex[u & 15]; while (u >>= 4);
+				if (*f == 'p' || (alt && !zero_val))
+					pre = *f == 'X' ? "0X" : "0x";
+			}
+			goto number;
+		digits10:
+			do *--d = (char)('0' + u % 10); while (u /= 10);
+		number: {
+			size_t nd = (size_t)(num + sizeof(num) - d);
+
+			if (prec == 0 && nd == 1 && *d == '0' && *f != 'p')
+				nd = 0;		/* C: %.0d of 0 prints nothing */
+			fmt_field(&o, pre, d, nd, prec > 0 && (size_t)prec > nd ? (size_t)prec - nd : 0,
+				  width, left, zero && prec < 0);
+			break;
+		}
+		case 'c':
+			num[0] = (char)va_arg(ap, int);
+			fmt_field(&o, "", num, 1, 0, width, left, false);
+			break;
+		case 's': {
+			const char *str = va_arg(ap, const char *);
+
+			if (!str)
+				str = "(null)";
+			fmt_field(&o, "", str, prec >= 0 ? strnlen(str, (size_t)prec) : strlen(str), 0,
+				  width, left, false);
+			break;
+		}
+		case 'e': case 'E': case 'f': case 'F': case 'g': case 'G': case 'a': case 'A':
+			if (lng == 3)
+				(void)va_arg(ap, long double);
+			else
+				(void)va_arg(ap, double);
+			fmt_put(&o, '?', 1);
+			break;
+		case '%':
+			fmt_put(&o, '%', 1);
+			break;
+		case 0:
+			f--;		/* a lone '%' at the end */
+			break;
+		default:		/* not ours: as written */
+			fmt_put(&o, '%', 1);
+			fmt_put(&o, *f, 1);
+			break;
+		}
+	}
+	if (n)
+		s[o.len < n ? o.len : n - 1] = 0;
+	return o.len > INT32_MAX ? -1 : (int)o.len;
+}
+
+int snprintf(char *restrict s, size_t n, const char *restrict fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vsnprintf(s, n, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* Through stdout's buffer, so that it orders with fputs(stdout). */
+int printf(const char *restrict fmt, ...)
+{
+	char buf[512], *p = buf;
+	va_list ap, aq;
+	int r;
+
+	va_start(ap, fmt);
+	va_copy(aq, ap);
+	r = vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (r >= (int)sizeof(buf) && (p = malloc((size_t)r + 1)))
+		vsnprintf(p, (size_t)r + 1, fmt, aq);
+	va_end(aq);
+	va_end(ap);
+	if (r > 0 && p && fwrite(p, 1, (size_t)r, stdout) != (size_t)r)
+		r = -1;
+	if (p != buf)
+		free(p);
+	return p ? r : -1;
+}
+#endif

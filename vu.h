@@ -7,6 +7,12 @@
  * walks descriptor chains with every bounds check, and fills the used ring.
  * The device above it supplies callbacks (struct vu_ops).
  *
+ * Guest memory faults (a frontend that truncates its memory file): every
+ * access made by vu_* functions is guarded; SIGBUS there fails the access,
+ * marks the device broken and drops the frontend. vu_dev_new installs the
+ * process's SIGBUS handler once for this. Pointers from vu_gpa_to_va are not
+ * guarded: do not dereference them, copy with vu_gpa_read/vu_gpa_write.
+ *
  * Threads and locking
  *  - vu_run() runs on the command thread. It blocks in poll() without the
  *    lock, and takes dev->lock while it handles one vhost-user message (so the
@@ -195,8 +201,9 @@ void vu_unlock(struct vu_dev *dev);
 /* The device mutex itself, for pthread_cond_wait by the device. */
 pthread_mutex_t *vu_mutex(struct vu_dev *dev);
 
-/* Create a listening socket at path: removes a stale socket file, refuses a
- * path that exists and is not a socket. Returns fd or -errno. */
+/* Create a listening socket at path, mode 0600 (umask 0177 around bind; call
+ * before starting threads): removes a stale socket file, refuses a path that
+ * exists and is not a socket. Returns fd or -errno. */
 int vu_listen(const char *path);
 
 /*
@@ -245,7 +252,11 @@ int vu_queue_pop(struct vu_dev *dev, unsigned q, struct vu_chain *c);
  * segments, put it on the used ring with the written length, and free c->req.
  * If len exceeds the writable space nothing is written, the used length is 0
  * and -ENOSPC is returned (the chain is still completed). A chain from an
- * older connection generation, or whose queue was stopped, is only freed.
+ * older connection generation (reset, disconnect, ring re-created) is only
+ * freed. A chain whose ring is disabled or stopped (QEMU's `stop`) is kept,
+ * without touching guest memory, and published when the same ring runs again
+ * (`cont`); if the ring is re-created instead, it is dropped. Returns -EFAULT
+ * if guest memory faulted (the connection is then dropped).
  * Does not notify: call vu_queue_notify after a batch.
  */
 int vu_chain_respond(struct vu_dev *dev, struct vu_chain *c, const void *resp, size_t len);
@@ -264,6 +275,15 @@ void *vu_gpa_to_va(struct vu_dev *dev, uint64_t gpa, uint64_t *len);
 /* Copy across regions; -EFAULT if any byte is not in guest memory. */
 int vu_gpa_read(struct vu_dev *dev, uint64_t gpa, void *buf, size_t len);
 int vu_gpa_write(struct vu_dev *dev, uint64_t gpa, const void *buf, size_t len);
+
+#ifdef VU_TEST_HOOKS
+/* Defined by a test program built with -DVU_TEST_HOOKS (tests/fuzz): told
+ * of every used-ring entry (USED: an answer published; MALFORMED: a bad
+ * chain returned empty by vu_queue_pop) and of answers kept while the ring
+ * was stopped (DEFERRED) or dropped (DROPPED). Lock held. */
+enum { VU_HOOK_USED, VU_HOOK_MALFORMED, VU_HOOK_DEFERRED, VU_HOOK_DROPPED };
+void vu_test_hook(struct vu_dev *dev, int what, unsigned q, uint16_t head);
+#endif
 
 /* Logging, shared by the whole daemon: one line each on stderr. */
 extern int vu_verbosity;	/* 0 default, 1 = -v (commands), 2 = -vv (buffers) */

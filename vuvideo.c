@@ -17,6 +17,10 @@
  *   buffers queued (a mem2mem fd reports POLLERR otherwise) and for POLLPRI
  *   always. It DQBUFs, copies decoded data to the guest, completes parked
  *   chains, DQEVENTs (source change, EOS) and sends events on the eventq.
+ *   It also QBUFs what waited for the buffers it freed (feed_src/feed_dst)
+ *   and, when that puts the last input queued before a STREAM_DRAIN into
+ *   the codec, issues the drain's STOP command (drain_start): the one
+ *   command ioctl it makes, non-blocking like all of them.
  * One mutex, the vu device lock (vu_lock), guards everything here: the stream
  *   table, resources, parked chains, the event backlog and both virtqueues.
  *   It is never held across poll() or recvmsg(); the V4L2 fds are
@@ -39,12 +43,15 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <linux/videodev2.h>
@@ -125,9 +132,17 @@ enum vv_stream_state {
 enum vv_flow {
 	VV_FLOW_INIT = 0,	/* decoder: waiting for the first SOURCE_CHANGE */
 	VV_FLOW_RUNNING,
-	VV_FLOW_DRAINING,	/* V4L2_DEC_CMD_STOP / V4L2_ENC_CMD_STOP issued */
 	VV_FLOW_STOPPED,	/* drain completed: needs a START command */
 	VV_FLOW_RES_CHANGE,	/* decoder: LAST seen after a mid-stream source change */
+};
+
+/* A STREAM_DRAIN's progress (dev-decoder.rst / dev-encoder.rst, Drain). It
+ * is beside the flow, not in it: a drain may wait through the decoder's
+ * first header (INIT) or a resolution change (RES_CHANGE). */
+enum vv_drain {
+	VV_DRAIN_NONE = 0,
+	VV_DRAIN_WAIT,		/* chain parked, STOP not issued yet (drain_start) */
+	VV_DRAIN_STOPPING,	/* STOP issued: ends with the LAST buffer or EPIPE */
 };
 
 struct vv_stream {
@@ -141,11 +156,10 @@ struct vv_stream {
 	bool fmt_known;			/* capture format known (after SOURCE_CHANGE) */
 	bool change_pending;		/* resolution event waits for the LAST buffer */
 	bool error;			/* the codec failed: no more data polling */
-	bool drain_parked;		/* a STREAM_DRAIN waits for its end */
-	bool drain_deferred;		/* ... and for its STOP command to be issued */
-	struct vu_chain drain_chain;
+	enum vv_drain drain;
+	struct vu_chain drain_chain;	/* parked while drain != VV_DRAIN_NONE */
 	bool eos_pending;		/* next output resource goes back as empty EOS */
-	struct virtio_video_crop crop;
+	struct m2m_rect crop;		/* decoder: visible rectangle (compose) */
 	uint32_t min_bufs[2];
 	uint32_t frame_rate;
 	/* controls the codec lacks: what the guest set, or our default */
@@ -202,29 +216,32 @@ static enum m2m_queue coded_queue(const struct vv_dev *d)
 #define CMD_INDEX(t) ((t) - VIRTIO_VIDEO_CMD_QUERY_CAPABILITY)
 #define CMD_COUNT (CMD_INDEX(VIRTIO_VIDEO_CMD_SET_PARAMS_EXT) + 1)
 
-static const char *const resp_names[] = {
-	[0x00] = "OK_NODATA", [0x01] = "OK_QUERY_CAPABILITY",
-	[0x02] = "OK_RESOURCE_QUEUE", [0x03] = "OK_GET_PARAMS",
-	[0x04] = "OK_QUERY_CONTROL", [0x05] = "OK_GET_CONTROL",
-	[0x100] = "ERR_INVALID_OPERATION", [0x101] = "ERR_OUT_OF_MEMORY",
-	[0x102] = "ERR_INVALID_STREAM_ID", [0x103] = "ERR_INVALID_RESOURCE_ID",
-	[0x104] = "ERR_INVALID_PARAMETER", [0x105] = "ERR_UNSUPPORTED_CONTROL",
+/* Two dense tables, not one indexed by the sparse response codes. */
+static const char *const resp_ok_names[] = {
+	"OK_NODATA", "OK_QUERY_CAPABILITY", "OK_RESOURCE_QUEUE", "OK_GET_PARAMS",
+	"OK_QUERY_CONTROL", "OK_GET_CONTROL",
+};
+static const char *const resp_err_names[] = {
+	"ERR_INVALID_OPERATION", "ERR_OUT_OF_MEMORY", "ERR_INVALID_STREAM_ID",
+	"ERR_INVALID_RESOURCE_ID", "ERR_INVALID_PARAMETER", "ERR_UNSUPPORTED_CONTROL",
 };
 
 static const char *resp_name(uint32_t t)
 {
-	uint32_t i = t - VIRTIO_VIDEO_RESP_OK_NODATA;
+	uint32_t i = t - VIRTIO_VIDEO_RESP_OK_NODATA, e = t - VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION;
 
-	if (t >= VIRTIO_VIDEO_RESP_OK_NODATA &&
-	    i < sizeof(resp_names) / sizeof(resp_names[0]) && resp_names[i])
-		return resp_names[i];
+	if (t >= VIRTIO_VIDEO_RESP_OK_NODATA && i < sizeof(resp_ok_names) / sizeof(resp_ok_names[0]))
+		return resp_ok_names[i];
+	if (t >= VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION &&
+	    e < sizeof(resp_err_names) / sizeof(resp_err_names[0]))
+		return resp_err_names[e];
 	return "?";
 }
 
-static const char *queue_type_name(uint32_t qt)
+/* virtio's name of a queue: INPUT = V4L2 OUTPUT = M2M_SRC */
+static const char *vq_name(enum m2m_queue q)
 {
-	return qt == VIRTIO_VIDEO_QUEUE_TYPE_INPUT ? "input"
-	       : qt == VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT ? "output" : "?";
+	return q == M2M_SRC ? "input" : "output";
 }
 
 /* virtio format <-> V4L2 fourcc, as the Linux guest driver maps them. */
@@ -365,6 +382,17 @@ static void respond_buffer(struct vv_dev *d, struct vu_chain *c, uint32_t type,
 	};
 
 	respond(d, c, &r, sizeof(r));
+}
+
+/* Finish a queued resource: its RESOURCE_QUEUE chain gets its one answer.
+ * Every path that ends a buffer (done, error, EOS, clear, destroy) goes
+ * through here. ok: OK_RESOURCE_QUEUE; else OK_NODATA (a returned buffer). */
+static void res_done(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, bool ok,
+		     uint64_t ts, uint32_t flags, uint32_t size)
+{
+	respond_buffer(d, &r->chain, ok ? VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE
+					: VIRTIO_VIDEO_RESP_OK_NODATA, s->id, ts, flags, size);
+	r->queued = false;
 }
 
 /* ---- events ---------------------------------------------------------------- */
@@ -711,9 +739,7 @@ static void queue_flush(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq
 
 		if (!r->queued)
 			continue;
-		respond_buffer(d, &r->chain, VIRTIO_VIDEO_RESP_OK_NODATA, s->id, r->timestamp,
-			       VIRTIO_VIDEO_BUFFER_FLAG_ERR, 0);
-		r->queued = false;
+		res_done(d, s, r, false, r->timestamp, VIRTIO_VIDEO_BUFFER_FLAG_ERR, 0);
 	}
 	queue_reset_pairs(q);
 }
@@ -727,7 +753,7 @@ static bool stream_wants_data(const struct vv_stream *s)
 		s->flow != VV_FLOW_RES_CHANGE && s->flow != VV_FLOW_STOPPED);
 }
 
-/* ---- decoder: feeding the codec -------------------------------------------- */
+/* ---- feeding the codec (both roles; command and event thread) ------------- */
 
 /* The oldest input resource whose data is not all in V4L2 buffers yet. */
 static struct vv_res *oldest_unfed(struct vv_queue *q)
@@ -745,9 +771,7 @@ static struct vv_res *oldest_unfed(struct vv_queue *q)
 
 static void input_done(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, uint32_t flags)
 {
-	respond_buffer(d, &r->chain, VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, s->id, r->timestamp,
-		       flags, 0);
-	r->queued = false;
+	res_done(d, s, r, true, r->timestamp, flags, 0);
 }
 
 /* Copy queued bitstream data into free V4L2 OUTPUT buffers and queue them
@@ -847,9 +871,7 @@ static void feed_dst(struct vv_dev *d, struct vv_stream *s)
 		if (!r || vb < 0)
 			return;
 		if (s->eos_pending) {
-			respond_buffer(d, &r->chain, VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, s->id,
-				       0, VIRTIO_VIDEO_BUFFER_FLAG_EOS, 0);
-			r->queued = false;
+			res_done(d, s, r, true, 0, VIRTIO_VIDEO_BUFFER_FLAG_EOS, 0);
 			s->eos_pending = false;
 			continue;
 		}
@@ -859,9 +881,7 @@ static void feed_dst(struct vv_dev *d, struct vv_stream *s)
 		ret = m2m_qbuf(&s->m2m, M2M_DST, &b);
 		if (ret) {
 			vu_log(VU_WARN, "stream %u: QBUF capture: %s", s->id, strerror(-ret));
-			respond_buffer(d, &r->chain, VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, s->id,
-				       0, VIRTIO_VIDEO_BUFFER_FLAG_ERR, 0);
-			r->queued = false;
+			res_done(d, s, r, true, 0, VIRTIO_VIDEO_BUFFER_FLAG_ERR, 0);
 			continue;
 		}
 		q->vbuf_res[vb] = (int)(r - q->res);
@@ -880,14 +900,9 @@ static void dec_read_capture_format(struct vv_stream *s)
 
 	if (m2m_get_fmt(&s->m2m, M2M_DST, &pix))
 		return;
-	if (m2m_get_selection(&s->m2m, M2M_DST, V4L2_SEL_TGT_COMPOSE, &r) == 0) {
-		s->crop.left = htole32((uint32_t)r.left);
-		s->crop.top = htole32((uint32_t)r.top);
-		s->crop.width = htole32(r.width);
-		s->crop.height = htole32(r.height);
-	} else {
-		s->crop = (struct virtio_video_crop){ 0, 0, htole32(pix.width), htole32(pix.height) };
-	}
+	if (m2m_get_selection(&s->m2m, M2M_DST, V4L2_SEL_TGT_COMPOSE, &r))
+		r = (struct m2m_rect){ 0, 0, pix.width, pix.height };
+	s->crop = r;
 	if (m2m_get_ctrl(&s->m2m, V4L2_CID_MIN_BUFFERS_FOR_CAPTURE, &min) || min < 1)
 		min = 1;
 	/* +1: the buffer held back for the EOS marker */
@@ -921,7 +936,7 @@ static int setup_capture(struct vv_stream *s)
 	return 0;
 }
 
-/* ---- decoder: results from the codec (event thread) ----------------------- */
+/* ---- results from the codec, drain, events (event thread) ----------------- */
 
 static uint32_t frame_flags(uint32_t v4l2_flags)
 {
@@ -955,11 +970,9 @@ static uint32_t fwht_frame_flags(const uint8_t *p, uint32_t len)
 
 static void drain_done(struct vv_dev *d, struct vv_stream *s)
 {
-	if (s->drain_parked) {
+	if (s->drain != VV_DRAIN_NONE)
 		respond_hdr(d, &s->drain_chain, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
-		s->drain_parked = false;
-	}
-	s->drain_deferred = false;
+	s->drain = VV_DRAIN_NONE;
 	s->flow = VV_FLOW_STOPPED;
 }
 
@@ -974,30 +987,43 @@ static void send_eos(struct vv_dev *d, struct vv_stream *s)
 		s->eos_pending = true;
 		return;
 	}
-	respond_buffer(d, &r->chain, VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, s->id, 0,
-		       VIRTIO_VIDEO_BUFFER_FLAG_EOS, 0);
-	r->queued = false;
+	res_done(d, s, r, true, 0, VIRTIO_VIDEO_BUFFER_FLAG_EOS, 0);
+}
+
+/* DQBUF on queue mq: the buffer, and the resource it was paired with (the
+ * pairing ends; NULL when none, e.g. after a clear). A buffer index the
+ * driver should not have returned is an error, never an array index. */
+static int dequeue(struct vv_stream *s, enum m2m_queue mq, struct m2m_buf *b, struct vv_res **r)
+{
+	struct vv_queue *q = &s->q[mq];
+	int slot, ret = m2m_dqbuf(&s->m2m, mq, b);
+
+	if (ret)
+		return ret;
+	if (b->index >= s->m2m.nbufs[mq] || b->index >= M2M_MAX_BUFFERS) {
+		vu_log(VU_WARN, "stream %u: the driver returned %s buffer %u of %u", s->id,
+		       m2m_queue_name(mq), b->index, s->m2m.nbufs[mq]);
+		return -EIO;
+	}
+	slot = q->vbuf_res[b->index];
+	q->vbuf_res[b->index] = -1;
+	if (q->in_driver)
+		q->in_driver--;
+	*r = slot < 0 || (unsigned)slot >= q->nres ? NULL : &q->res[slot];
+	if (*r)
+		(*r)->vbuf = -1;
+	return 0;
 }
 
 static int dequeue_dst(struct vv_dev *d, struct vv_stream *s)
 {
-	struct vv_queue *q = &s->q[M2M_DST];
 	struct m2m_buf b;
 	struct vv_res *r;
-	int ret = m2m_dqbuf(&s->m2m, M2M_DST, &b);
+	int ret = dequeue(s, M2M_DST, &b, &r);
 	bool last, empty;
-	int slot;
 
-	if (ret)
+	if (ret || !r)
 		return ret;
-	slot = q->vbuf_res[b.index];
-	q->vbuf_res[b.index] = -1;
-	if (q->in_driver)
-		q->in_driver--;
-	if (slot < 0)
-		return 0;
-	r = &q->res[slot];
-	r->vbuf = -1;
 	last = b.flags & V4L2_BUF_FLAG_LAST;
 	empty = b.bytesused[0] == 0;
 	if (VUV_TRACE_ON)
@@ -1020,20 +1046,16 @@ static int dequeue_dst(struct vv_dev *d, struct vv_stream *s)
 			flags |= VIRTIO_VIDEO_BUFFER_FLAG_ERR;
 			n = 0;
 		}
-		respond_buffer(d, &r->chain, VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, s->id,
-			       b.timestamp, flags, (uint32_t)n);
-		r->queued = false;
+		res_done(d, s, r, true, b.timestamp, flags, (uint32_t)n);
 	}
 	if (!last)
 		return 0;
-	if (s->flow == VV_FLOW_DRAINING) {
+	if (s->drain == VV_DRAIN_STOPPING) {
 		/* dev-decoder.rst, Drain: the LAST buffer ends it. The guest
 		 * driver forces bytesused to 0 on EOS, so the marker is a
 		 * separate empty buffer when LAST carried a frame. */
 		if (empty) {
-			respond_buffer(d, &r->chain, VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, s->id,
-				       0, VIRTIO_VIDEO_BUFFER_FLAG_EOS, 0);
-			r->queued = false;
+			res_done(d, s, r, true, 0, VIRTIO_VIDEO_BUFFER_FLAG_EOS, 0);
 		} else {
 			send_eos(d, s);
 		}
@@ -1053,20 +1075,12 @@ static int dequeue_dst(struct vv_dev *d, struct vv_stream *s)
 
 static int dequeue_src(struct vv_dev *d, struct vv_stream *s)
 {
-	struct vv_queue *q = &s->q[M2M_SRC];
 	struct m2m_buf b;
 	struct vv_res *r;
-	int slot, ret = m2m_dqbuf(&s->m2m, M2M_SRC, &b);
+	int ret = dequeue(s, M2M_SRC, &b, &r);
 
-	if (ret)
+	if (ret || !r)
 		return ret;
-	slot = q->vbuf_res[b.index];
-	q->vbuf_res[b.index] = -1;
-	if (q->in_driver)
-		q->in_driver--;
-	if (slot < 0)
-		return 0;
-	r = &q->res[slot];
 	if (b.flags & V4L2_BUF_FLAG_ERROR)
 		r->flags |= VIRTIO_VIDEO_BUFFER_FLAG_ERR;
 	if (r->pieces && --r->pieces == 0 && r->fed == r->bytes && r->queued)
@@ -1120,19 +1134,18 @@ static void drain_start(struct vv_dev *d, struct vv_stream *s)
 {
 	int r;
 
-	if (!s->drain_deferred || !s->m2m.streaming[M2M_SRC] || !s->m2m.streaming[M2M_DST] ||
-	    s->flow != VV_FLOW_RUNNING || oldest_unfed(&s->q[M2M_SRC]))
+	if (s->drain != VV_DRAIN_WAIT || !s->m2m.streaming[M2M_SRC] ||
+	    !s->m2m.streaming[M2M_DST] || s->flow != VV_FLOW_RUNNING || oldest_unfed(&s->q[M2M_SRC]))
 		return;
-	s->drain_deferred = false;
 	r = is_encoder(d) ? m2m_encoder_cmd(&s->m2m, V4L2_ENC_CMD_STOP, false)
 			  : m2m_decoder_cmd(&s->m2m, V4L2_DEC_CMD_STOP, false);
 	if (r) {
 		vu_log(VU_WARN, "stream %u: drain (STOP command): %s", s->id, strerror(-r));
 		respond_hdr(d, &s->drain_chain, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
-		s->drain_parked = false;
+		s->drain = VV_DRAIN_NONE;
 		return;
 	}
-	s->flow = VV_FLOW_DRAINING;
+	s->drain = VV_DRAIN_STOPPING;
 	wake_events(d);
 }
 
@@ -1152,7 +1165,7 @@ static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 			vu_queue_notify(d->vu, VIRTIO_VIDEO_QUEUE_COMMAND);
 			progress = true;
 		}
-		if (r == -EPIPE && s->flow == VV_FLOW_DRAINING) {
+		if (r == -EPIPE && s->drain == VV_DRAIN_STOPPING) {
 			send_eos(d, s);
 			drain_done(d, s);
 		}
@@ -1248,15 +1261,14 @@ static void stream_release(struct vv_dev *d, struct vv_stream *s, bool answer)
 			struct vv_res *r = &q->res[i];
 
 			if (r->queued && answer)
-				respond_buffer(d, &r->chain, VIRTIO_VIDEO_RESP_OK_NODATA, s->id,
-					       r->timestamp, VIRTIO_VIDEO_BUFFER_FLAG_ERR, 0);
+				res_done(d, s, r, false, r->timestamp, VIRTIO_VIDEO_BUFFER_FLAG_ERR, 0);
 			else if (r->queued)
 				vu_chain_release(&r->chain);
 			res_free(r);
 		}
 		free(q->res);
 	}
-	if (s->drain_parked) {
+	if (s->drain != VV_DRAIN_NONE) {
 		if (answer)
 			respond_hdr(d, &s->drain_chain, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
 		else
@@ -1270,33 +1282,236 @@ static void stream_release(struct vv_dev *d, struct vv_stream *s, bool answer)
 	free(s);
 }
 
-/* ---- command handlers ------------------------------------------------------ */
+/* ---- requests, parsed once -------------------------------------------------- */
 
-struct vv_cmd {
-	const char *name;
-	size_t len;		/* exact request size; 0: checked by the handler */
-	void (*fn)(struct vv_dev *d, struct vu_chain *c, const uint8_t *req, size_t len);
-	bool needs_stream;
+/* virtio_video_params in host order (what SET_PARAMS may change). */
+struct vv_params {
+	enum m2m_queue q;
+	uint32_t format;		/* virtio format */
+	uint32_t width, height;
+	struct m2m_rect crop;
+	uint32_t frame_rate;
+	uint32_t plane_size0;		/* plane_formats[0].plane_size */
 };
 
-static void cmd_query_capability(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-				 size_t len)
-{
-	int q = queue_index(rd32(req + 8));
-	uint8_t buf[VV_CAPS_MAX];
-	size_t max = c->wr_len < sizeof(buf) ? c->wr_len : sizeof(buf);
-	size_t n;
+/* A command as the handlers see it: copied out of guest memory once (by
+ * vu.c), then parsed here once into host order, with every enum, count and
+ * bound checked by its parser. Nothing reads the request bytes again. */
+struct vv_req {
+	uint32_t type, stream_id;
+	struct vv_stream *s;		/* looked up by dispatch when the command needs one */
+	union {
+		enum m2m_queue q;	/* QUERY_CAPABILITY, DESTROY_ALL, QUEUE_CLEAR, GET_PARAMS */
+		struct {
+			uint32_t in_mem, out_mem, coded;
+			char tag[65];
+		} create;
+		struct {
+			enum m2m_queue q;
+			uint32_t id, layout;
+			unsigned num_planes;
+			uint32_t plane_offsets[VIRTIO_VIDEO_MAX_PLANES];
+			uint32_t num_entries[VIRTIO_VIDEO_MAX_PLANES];
+			unsigned nent;
+			const uint8_t *entries;	/* nent x 16 bytes of the copied request */
+		} rc;
+		struct {
+			enum m2m_queue q;
+			uint32_t id;
+			uint64_t timestamp;
+			uint64_t bytes;		/* sum of data_sizes[] */
+		} rq;
+		struct vv_params params;
+		struct {
+			uint32_t ctl, format, value;
+		} ctl;
+	} u;
+};
 
-	if (q < 0) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, rd32(req + 4));
-		return;
+static int parse_queue(uint32_t queue_type, enum m2m_queue *q)
+{
+	int i = queue_index(queue_type);
+
+	if (i < 0)
+		return -EINVAL;
+	*q = (enum m2m_queue)i;
+	return 0;
+}
+
+static int parse_none(const uint8_t *req, size_t len, struct vv_req *r)
+{
+	(void)req, (void)len, (void)r;
+	return 0;
+}
+
+/* QUERY_CAPABILITY, RESOURCE_DESTROY_ALL, QUEUE_CLEAR, GET_PARAMS(_EXT) */
+static int parse_queue_cmd(const uint8_t *req, size_t len, struct vv_req *r)
+{
+	(void)len;
+	return parse_queue(rd32(req + 8), &r->u.q);
+}
+
+static int parse_stream_create(const uint8_t *req, size_t len, struct vv_req *r)
+{
+	(void)len;
+	r->u.create.in_mem = rd32(req + 8);
+	r->u.create.out_mem = rd32(req + 12);
+	r->u.create.coded = rd32(req + 16);
+	memcpy(r->u.create.tag, req + 24, 64);
+	r->u.create.tag[64] = '\0';
+	return 0;
+}
+
+static int parse_resource_create(const uint8_t *req, size_t len, struct vv_req *r)
+{
+	const size_t hdr = sizeof(struct virtio_video_resource_create);
+	uint64_t total = 0;
+
+	if (len < hdr || parse_queue(rd32(req + 8), &r->u.rc.q))
+		return -EINVAL;
+	r->u.rc.id = rd32(req + 12);
+	r->u.rc.layout = rd32(req + 16);
+	r->u.rc.num_planes = rd32(req + 20);
+	if ((r->u.rc.layout != VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER &&
+	     r->u.rc.layout != VIRTIO_VIDEO_PLANES_LAYOUT_PER_PLANE) ||
+	    r->u.rc.num_planes == 0 || r->u.rc.num_planes > VIRTIO_VIDEO_MAX_PLANES)
+		return -EINVAL;
+	for (unsigned p = 0; p < VIRTIO_VIDEO_MAX_PLANES; p++) {
+		r->u.rc.plane_offsets[p] = rd32(req + 24 + 4 * p);
+		r->u.rc.num_entries[p] = rd32(req + 56 + 4 * p);
+		if (r->u.rc.num_entries[p] > VV_MAX_ENTRIES ||
+		    (p >= r->u.rc.num_planes && r->u.rc.num_entries[p]))
+			return -EINVAL;
+		total += r->u.rc.num_entries[p];
 	}
-	n = build_caps(d, (enum m2m_queue)q, rd32(req + 4), buf, max);
-	if (!n) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, rd32(req + 4));
-		return;
+	if (total == 0 || total > VV_MAX_ENTRIES ||
+	    len - hdr != total * sizeof(struct virtio_video_mem_entry))
+		return -EINVAL;
+	r->u.rc.nent = (unsigned)total;
+	r->u.rc.entries = req + hdr;
+	return 0;
+}
+
+static int parse_resource_queue(const uint8_t *req, size_t len, struct vv_req *r)
+{
+	uint32_t n = rd32(req + 24);
+
+	(void)len;
+	if (parse_queue(rd32(req + 8), &r->u.rq.q) || n > VIRTIO_VIDEO_MAX_PLANES)
+		return -EINVAL;
+	r->u.rq.id = rd32(req + 12);
+	r->u.rq.timestamp = rd64(req + 16);
+	r->u.rq.bytes = 0;
+	for (unsigned i = 0; i < n; i++)
+		r->u.rq.bytes += rd32(req + 28 + 4 * i);
+	return 0;
+}
+
+/* SET_PARAMS(_EXT): the bounds of what may reach the codec; the codec
+ * adjusts values inside them and the guest reads the result back. */
+static int parse_set_params(const uint8_t *req, size_t len, struct vv_req *r)
+{
+	const uint8_t *p = req + 8;
+	struct vv_params *v = &r->u.params;
+
+	(void)len;
+	if (parse_queue(rd32(p), &v->q))
+		return -EINVAL;
+	v->format = rd32(p + 4);
+	v->width = rd32(p + 8);
+	v->height = rd32(p + 12);
+	v->crop = (struct m2m_rect){ (int32_t)rd32(p + 24), (int32_t)rd32(p + 28), rd32(p + 32),
+				     rd32(p + 36) };
+	v->frame_rate = rd32(p + 40);
+	v->plane_size0 = rd32(p + 48);
+	if (fmt_by_virtio(v->format) < 0 || v->width > VV_MAX_DIM || v->height > VV_MAX_DIM ||
+	    v->frame_rate > VV_MAX_FPS || v->plane_size0 > VV_MAX_PLANE_SIZE)
+		return -EINVAL;
+	/* a crop, when given, lies inside the frame */
+	if (v->crop.width && ((uint32_t)v->crop.left > v->width ||
+			      v->crop.width > v->width - (uint32_t)v->crop.left ||
+			      (uint32_t)v->crop.top > v->height ||
+			      v->crop.height > v->height - (uint32_t)v->crop.top))
+		return -EINVAL;
+	return 0;
+}
+
+static int parse_query_control(const uint8_t *req, size_t len, struct vv_req *r)
+{
+	(void)len;
+	r->u.ctl.ctl = rd32(req + 8);
+	r->u.ctl.format = rd32(req + 16);
+	return 0;
+}
+
+static int parse_get_control(const uint8_t *req, size_t len, struct vv_req *r)
+{
+	(void)len;
+	r->u.ctl.ctl = rd32(req + 8);
+	return 0;
+}
+
+/* 24 bytes, or 16 for FORCE_KEYFRAME, which has no value. */
+static int parse_set_control(const uint8_t *req, size_t len, struct vv_req *r)
+{
+	r->u.ctl.ctl = rd32(req + 8);
+	if (len == VIRTIO_VIDEO_SET_CONTROL_SHORT_SIZE &&
+	    r->u.ctl.ctl == VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME) {
+		r->u.ctl.value = 1;
+		return 0;
 	}
-	respond(d, c, buf, n);
+	if (len != sizeof(struct virtio_video_set_control))
+		return -EINVAL;
+	r->u.ctl.value = rd32(req + 16);
+	return 0;
+}
+
+/* ---- command handlers ------------------------------------------------------- */
+
+/*
+ * A handler returns VV_ANSWER (dispatch answers OK_NODATA, or the response
+ * the handler put in *out), VV_PARKED (the chain now belongs to the stream,
+ * which answers it later, exactly once), or one of these -errno, which
+ * dispatch maps to the protocol's error (resp_of): -ESRCH stream id,
+ * -ENOENT resource id, -EBUSY invalid operation, -ENOMEM out of memory,
+ * -EOPNOTSUPP unsupported control, -EINVAL (anything else) invalid
+ * parameter. Host errors are logged where they happen and turned into one
+ * of these; a raw errno never decides the answer.
+ */
+enum { VV_ANSWER = 0, VV_PARKED = 1 };
+
+struct vv_out {
+	_Alignas(8) uint8_t buf[VV_RESP_MAX > VV_CAPS_MAX ? VV_RESP_MAX : VV_CAPS_MAX];
+	size_t len, max;		/* max: what the guest's writable buffer takes */
+};
+
+static uint32_t resp_of(int err)
+{
+	switch (err) {
+	case -ESRCH: return VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID;
+	case -ENOENT: return VIRTIO_VIDEO_RESP_ERR_INVALID_RESOURCE_ID;
+	case -EBUSY: return VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION;
+	case -ENOMEM: return VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY;
+	case -EOPNOTSUPP: return VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL;
+	default: return VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER;
+	}
+}
+
+/* Move the chain into the stream's keeping: it is answered from there. */
+static int park(struct vu_chain *dst, struct vu_chain *c)
+{
+	*dst = *c;
+	c->req = NULL;
+	return VV_PARKED;
+}
+
+static int cmd_query_capability(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+				struct vv_out *out)
+{
+	(void)c;
+	out->len = build_caps(d, q->u.q, q->stream_id, out->buf,
+			      out->max < VV_CAPS_MAX ? out->max : VV_CAPS_MAX);
+	return out->len ? VV_ANSWER : -EINVAL;
 }
 
 /* The driver's minimum for the OUTPUT queue, or 1. */
@@ -1367,43 +1582,34 @@ static int free_slot(const struct vv_dev *d)
 	return -1;
 }
 
-static void cmd_stream_create(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-			      size_t len)
+static int cmd_stream_create(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+			     struct vv_out *out)
 {
-	uint32_t id = rd32(req + 4), in_mem = rd32(req + 8), out_mem = rd32(req + 12);
-	uint32_t coded = rd32(req + 16);
-	int fi = fmt_by_virtio(coded);
+	uint32_t id = q->stream_id, coded = q->u.create.coded;
+	int fi = fmt_by_virtio(coded), r, slot;
 	struct vv_stream *s;
-	char tag[65];
-	int r, slot;
 
-	memcpy(tag, req + 24, 64);
-	tag[64] = '\0';
-	if (stream_find(d, id)) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID, id);
-		return;
-	}
-	if (in_mem != VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES ||
-	    out_mem != VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES || fi < 0) {
+	(void)c, (void)out;
+	if (stream_find(d, id))
+		return -ESRCH;
+	if (q->u.create.in_mem != VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES ||
+	    q->u.create.out_mem != VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES || fi < 0 || !is_coded(coded)) {
 		vu_log(VU_WARN, "stream %u: unsupported memory type or format %s", id,
 		       virtio_fmt_name(coded));
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, id);
-		return;
+		return -EINVAL;
 	}
 	slot = free_slot(d);
 	s = slot < 0 ? NULL : calloc(1, sizeof(*s));
 	if (!s) {
 		vu_log(VU_WARN, "stream %u: %s", id, slot < 0 ? "all " VV_STR(CONFIG_VUV_MAX_STREAMS)
 		       " streams in use (Kconfig CONFIG_VUV_MAX_STREAMS)" : "out of memory");
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, id);
-		return;
+		return -ENOMEM;
 	}
 	r = m2m_open(&s->m2m, d->devpath, d->info.mplane);
 	if (r) {
 		vu_log(VU_ERR, "stream %u: cannot open %s: %s", id, d->devpath, strerror(-r));
 		free(s);
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, id);
-		return;
+		return -ENOMEM;
 	}
 	r = is_encoder(d) ? enc_init(d, s, formats[fi].fourcc) : dec_init(s, formats[fi].fourcc);
 	if (r) {
@@ -1411,8 +1617,7 @@ static void cmd_stream_create(struct vv_dev *d, struct vu_chain *c, const uint8_
 		       strerror(-r));
 		m2m_close(&s->m2m);
 		free(s);
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, id);
-		return;
+		return -EINVAL;
 	}
 	for (unsigned i = 0; i < d->n_ctrls; i++) {
 		r = m2m_set_ctrl(&s->m2m, d->ctrls[i].id, d->ctrls[i].value);
@@ -1427,23 +1632,23 @@ static void cmd_stream_create(struct vv_dev *d, struct vu_chain *c, const uint8_
 	ctrl_defaults(s);
 	d->streams[slot] = s;
 	d->nstreams++;
-	for (int q = 0; q < 2; q++) {
-		s->q[q].mq = (enum m2m_queue)q;
-		queue_reset_pairs(&s->q[q]);
+	for (int i = 0; i < 2; i++) {
+		s->q[i].mq = (enum m2m_queue)i;
+		queue_reset_pairs(&s->q[i]);
 	}
-	vu_log(VU_INFO, "stream %u: created (%s, tag \"%.64s\")", id, formats[fi].name, tag);
-	respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, id);
+	vu_log(VU_INFO, "stream %u: created (%s, tag \"%.64s\")", id, formats[fi].name,
+	       q->u.create.tag);
 	wake_events(d);
+	return VV_ANSWER;
 }
 
-static void cmd_stream_destroy(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-			       size_t len)
+static int cmd_stream_destroy(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+			      struct vv_out *out)
 {
-	struct vv_stream *s = stream_find(d, rd32(req + 4));
-
-	vu_log(VU_INFO, "stream %u: destroyed", s->id);
-	stream_release(d, s, true);
-	respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, rd32(req + 4));
+	(void)c, (void)out;
+	vu_log(VU_INFO, "stream %u: destroyed", q->s->id);
+	stream_release(d, q->s, true);
+	return VV_ANSWER;
 }
 
 /* Input the codec has not given back yet. */
@@ -1457,71 +1662,56 @@ static bool input_pending(const struct vv_stream *s)
 	return false;
 }
 
-static void cmd_stream_drain(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-			     size_t len)
+static int cmd_stream_drain(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+			    struct vv_out *out)
 {
-	struct vv_stream *s = stream_find(d, rd32(req + 4));
+	struct vv_stream *s = q->s;
 	bool ready = s->m2m.streaming[M2M_SRC] && s->m2m.streaming[M2M_DST] &&
 		     s->flow == VV_FLOW_RUNNING;
 
-	if (s->drain_parked) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
-		return;
-	}
+	(void)out;
+	if (s->drain != VV_DRAIN_NONE)
+		return -EBUSY;
 	if (!ready && !input_pending(s)) {
 		/* nothing in flight: the drain is complete already */
 		send_eos(d, s);
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
-		return;
+		return VV_ANSWER;
 	}
-	/* Answered when the LAST buffer comes; the STOP command waits until
-	 * both queues stream (e.g. the guest has not queued output yet). */
-	s->drain_chain = *c;
-	s->drain_parked = true;
-	s->drain_deferred = true;
-	c->req = NULL;		/* owned by the parked copy now */
+	/* Answered when the LAST buffer comes; drain_start issues the STOP
+	 * command once it can take effect. */
+	s->drain = VV_DRAIN_WAIT;
+	park(&s->drain_chain, c);
 	drain_start(d, s);
+	return VV_PARKED;
 }
 
-/* Parse and check the mem entries of RESOURCE_CREATE into r. */
-static uint32_t parse_entries(struct vv_dev *d, struct vv_res *r, const uint8_t *req,
-			      size_t len)
+/* The mem entries of RESOURCE_CREATE into r: every entry must be guest
+ * memory, region by region, now; vu_gpa_* check again at every copy
+ * because the memory table may change. */
+static int res_entries(struct vv_dev *d, struct vv_res *r, const struct vv_req *q)
 {
-	uint64_t total = 0;
 	unsigned n = 0;
 
-	for (unsigned p = 0; p < VIRTIO_VIDEO_MAX_PLANES; p++) {
-		uint32_t k = rd32(req + 56 + 4 * p);
-
-		if (k > VV_MAX_ENTRIES || (p >= r->num_planes && k))
-			return VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER;
-		total += k;
-	}
-	if (total == 0 || total > VV_MAX_ENTRIES ||
-	    len != sizeof(struct virtio_video_resource_create) +
-		   total * sizeof(struct virtio_video_mem_entry))
-		return VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER;
-	r->ent = calloc(total, sizeof(*r->ent));
+	r->ent = calloc(q->u.rc.nent, sizeof(*r->ent));
 	if (!r->ent)
-		return VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY;
-	r->nent = (unsigned)total;
+		return -ENOMEM;
+	r->nent = q->u.rc.nent;
 	for (unsigned p = 0; p < r->num_planes; p++) {
 		r->plane_first[p] = n;
-		r->plane_nent[p] = rd32(req + 56 + 4 * p);
+		r->plane_nent[p] = q->u.rc.num_entries[p];
 		r->plane_len[p] = 0;
 		for (unsigned i = 0; i < r->plane_nent[p]; i++, n++) {
-			const uint8_t *e = req + sizeof(struct virtio_video_resource_create) + 16u * n;
+			const uint8_t *e = q->u.rc.entries + 16u * n;
 			uint64_t gpa = rd64(e), avail = 0;
 			uint32_t elen = rd32(e + 8);
 
-			/* the whole entry must be guest memory, region by region */
+			if (elen == 0)
+				return -EINVAL;
 			for (uint64_t off = 0; off < elen; off += avail) {
 				avail = elen - off;
 				if (gpa + off < gpa || !vu_gpa_to_va(d->vu, gpa + off, &avail) || !avail)
-					return VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER;
+					return -EINVAL;
 			}
-			if (elen == 0)
-				return VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER;
 			r->ent[n] = (struct vv_ent){ gpa, elen };
 			r->plane_len[p] += elen;
 		}
@@ -1538,60 +1728,45 @@ static uint32_t parse_entries(struct vv_dev *d, struct vv_res *r, const uint8_t 
 			r->plane_nent[p] = r->nent;
 			r->plane_len[p] = all;
 			if (r->plane_offsets[p] > all)
-				return VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER;
+				return -EINVAL;
 		}
 	}
-	return VIRTIO_VIDEO_RESP_OK_NODATA;
+	return 0;
 }
 
-static void cmd_resource_create(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-				size_t len)
+static int cmd_resource_create(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+			       struct vv_out *out)
 {
-	struct vv_stream *s = stream_find(d, rd32(req + 4));
-	int qi = queue_index(rd32(req + 8));
-	uint32_t id = rd32(req + 12), resp;
-	struct vv_queue *q;
+	struct vv_stream *s = q->s;
+	struct vv_queue *vq = &s->q[q->u.rc.q];
 	struct vv_res *r;
+	int ret;
 
-	if (len < sizeof(struct virtio_video_resource_create) || qi < 0) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
-		return;
-	}
-	q = &s->q[qi];
-	if (res_find(q, id)) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_RESOURCE_ID, s->id);
-		return;
-	}
-	if (!q->res)
-		q->res = calloc(VV_MAX_RESOURCES, sizeof(*q->res));
-	if (!q->res || q->nres == VV_MAX_RESOURCES) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, s->id);
-		return;
-	}
-	r = &q->res[q->nres];
+	(void)c, (void)out;
+	if (res_find(vq, q->u.rc.id))
+		return -ENOENT;
+	if (!vq->res)
+		vq->res = calloc(VV_MAX_RESOURCES, sizeof(*vq->res));
+	if (!vq->res || vq->nres == VV_MAX_RESOURCES)
+		return -ENOMEM;
+	r = &vq->res[vq->nres];
 	memset(r, 0, sizeof(*r));
-	r->id = id;
+	r->id = q->u.rc.id;
 	r->vbuf = -1;
-	r->layout = rd32(req + 16);
-	r->num_planes = rd32(req + 20);
-	for (unsigned p = 0; p < VIRTIO_VIDEO_MAX_PLANES; p++)
-		r->plane_offsets[p] = rd32(req + 24 + 4 * p);
-	if ((r->layout != VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER &&
-	     r->layout != VIRTIO_VIDEO_PLANES_LAYOUT_PER_PLANE) ||
-	    r->num_planes == 0 || r->num_planes > VIRTIO_VIDEO_MAX_PLANES)
-		resp = VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER;
-	else
-		resp = parse_entries(d, r, req, len);
-	if (resp != VIRTIO_VIDEO_RESP_OK_NODATA) {
+	r->layout = q->u.rc.layout;
+	r->num_planes = q->u.rc.num_planes;
+	memcpy(r->plane_offsets, q->u.rc.plane_offsets, sizeof(r->plane_offsets));
+	ret = res_entries(d, r, q);
+	if (ret) {
 		vu_log(VU_WARN, "stream %u: RESOURCE_CREATE %s %u refused: %s", s->id,
-		       queue_type_name(rd32(req + 8)), id, resp_name(resp));
+		       vq_name(q->u.rc.q), r->id, resp_name(resp_of(ret)));
 		res_free(r);
-	} else {
-		q->nres++;
-		vu_log(VU_DEBUG, "stream %u: %s resource %u: %u entries", s->id,
-		       queue_type_name(rd32(req + 8)), id, r->nent);
+		return ret;
 	}
-	respond_hdr(d, c, resp, s->id);
+	vq->nres++;
+	vu_log(VU_DEBUG, "stream %u: %s resource %u: %u entries", s->id, vq_name(q->u.rc.q),
+	       r->id, r->nent);
+	return VV_ANSWER;
 }
 
 /* Bytes the guest can put in a resource: the one buffer, or all planes. */
@@ -1631,87 +1806,95 @@ static void resume_after_drain(struct vv_dev *d, struct vv_stream *s)
 	feed_dst(d, s);
 }
 
-static void cmd_resource_queue(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-			       size_t len)
+/* The first bitstream/raw buffer allocates the V4L2 OUTPUT buffers. */
+static int alloc_src(struct vv_stream *s)
 {
-	struct vv_stream *s = stream_find(d, rd32(req + 4));
-	int qi = queue_index(rd32(req + 8));
-	uint32_t id = rd32(req + 12), nsizes = rd32(req + 24);
-	uint64_t bytes = 0;
-	struct vv_queue *q;
-	struct vv_res *r;
+	struct vv_queue *q = &s->q[M2M_SRC];
+	unsigned count = VV_SRC_BUFFERS;
 	int ret;
 
-	if (qi < 0 || nsizes > VIRTIO_VIDEO_MAX_PLANES) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
-		return;
+	if (q->allocated)
+		return 0;
+	ret = m2m_get_fmt(&s->m2m, M2M_SRC, &q->alloc_pix);
+	if (!ret)
+		ret = m2m_alloc_buffers(&s->m2m, M2M_SRC, &count);
+	if (ret) {
+		vu_log(VU_WARN, "stream %u: REQBUFS output: %s", s->id, strerror(-ret));
+		return -ENOMEM;
 	}
-	q = &s->q[qi];
-	r = res_find(q, id);
-	if (!r || r->queued) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_RESOURCE_ID, s->id);
-		return;
-	}
-	if (s->error) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
-		return;
-	}
-	for (unsigned i = 0; i < nsizes; i++)
-		bytes += rd32(req + 28 + 4 * i);
-	if (qi == M2M_SRC) {
-		/* While draining, further input is refused (shared rules). */
-		if (s->drain_parked) {
-			respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, s->id);
-			return;
-		}
-		/* bounded before it is narrowed: repeated mem entries can make
-		 * a resource's capacity exceed 4 GiB */
-		if (bytes == 0 || bytes > res_capacity(r) || bytes > VV_MAX_PLANE_SIZE) {
-			respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
-			return;
-		}
-		if (!q->allocated) {
-			unsigned count = VV_SRC_BUFFERS;
+	q->allocated = true;
+	queue_reset_pairs(q);
+	return 0;
+}
 
-			ret = m2m_get_fmt(&s->m2m, M2M_SRC, &q->alloc_pix);
-			if (!ret)
-				ret = m2m_alloc_buffers(&s->m2m, M2M_SRC, &count);
-			if (ret) {
-				vu_log(VU_WARN, "stream %u: REQBUFS output: %s", s->id, strerror(-ret));
-				respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, s->id);
-				return;
-			}
-			q->allocated = true;
-			queue_reset_pairs(q);
-		}
-		if (s->flow == VV_FLOW_STOPPED)
-			resume_after_drain(d, s);
-	} else if (!q->allocated || !s->m2m.streaming[M2M_DST]) {
-		if (!s->fmt_known) {
-			/* The guest queues capture buffers only after our
-			 * DECODER_RESOLUTION_CHANGED; keep them until then. */
-		} else if ((ret = setup_capture(s))) {
-			vu_log(VU_WARN, "stream %u: capture setup: %s", s->id, strerror(-ret));
-			respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, s->id);
-			return;
-		}
+/* Checks and set-up before an input buffer is accepted. */
+static int queue_input(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, uint64_t bytes)
+{
+	/* while draining, further input is refused (shared rules) */
+	if (s->drain != VV_DRAIN_NONE)
+		return -EBUSY;
+	/* bounded before it is narrowed: repeated mem entries can make a
+	 * resource's capacity exceed 4 GiB */
+	if (bytes == 0 || bytes > res_capacity(r) || bytes > VV_MAX_PLANE_SIZE)
+		return -EINVAL;
+	if (alloc_src(s))
+		return -ENOMEM;
+	if (s->flow == VV_FLOW_STOPPED)
+		resume_after_drain(d, s);
+	return 0;
+}
+
+/* Checks and set-up before an output buffer is accepted. */
+static int queue_output(struct vv_stream *s)
+{
+	int ret;
+
+	if (s->q[M2M_DST].allocated && s->m2m.streaming[M2M_DST])
+		return 0;
+	/* The guest queues capture buffers only after our
+	 * DECODER_RESOLUTION_CHANGED; keep them until then. */
+	if (!s->fmt_known)
+		return 0;
+	ret = setup_capture(s);
+	if (ret) {
+		vu_log(VU_WARN, "stream %u: capture setup: %s", s->id, strerror(-ret));
+		return -ENOMEM;
 	}
+	return 0;
+}
+
+static int cmd_resource_queue(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+			      struct vv_out *out)
+{
+	struct vv_stream *s = q->s;
+	enum m2m_queue mq = q->u.rq.q;
+	struct vv_queue *vq = &s->q[mq];
+	struct vv_res *r = res_find(vq, q->u.rq.id);
+	int ret;
+
+	(void)out;
+	if (!r || r->queued)
+		return -ENOENT;
+	if (s->error)
+		return -EBUSY;
+	ret = mq == M2M_SRC ? queue_input(d, s, r, q->u.rq.bytes) : queue_output(s);
+	if (ret)
+		return ret;
 	r->queued = true;
-	r->chain = *c;
-	c->req = NULL;
-	r->timestamp = rd64(req + 16);
-	r->bytes = (uint32_t)bytes;
+	park(&r->chain, c);
+	r->timestamp = q->u.rq.timestamp;
+	r->bytes = (uint32_t)q->u.rq.bytes;
 	r->fed = 0;
 	r->pieces = 0;
 	r->flags = 0;
-	r->seq = q->next_seq++;
+	r->seq = vq->next_seq++;
 	if (VUV_TRACE_ON)
 		vu_log(VU_TRACE, "stream %u: queue %s resource %u (%u bytes, ts %llu)", s->id,
-		       queue_type_name(rd32(req + 8)), id, r->bytes,
+		       vq_name(mq), r->id, r->bytes,
 		       (unsigned long long)r->timestamp);
-	if (qi == M2M_SRC) {
+	if (mq == M2M_SRC) {
 		feed_src(d, s);
-		if (!s->m2m.streaming[M2M_SRC] && q->in_driver) {
+		if (!s->m2m.streaming[M2M_SRC] && vq->in_driver) {
 			ret = m2m_streamon(&s->m2m, M2M_SRC);
 			if (ret)
 				vu_log(VU_WARN, "stream %u: STREAMON output: %s", s->id, strerror(-ret));
@@ -1721,100 +1904,94 @@ static void cmd_resource_queue(struct vv_dev *d, struct vu_chain *c, const uint8
 	}
 	drain_start(d, s);
 	wake_events(d);
+	return VV_PARKED;
 }
 
-static void cmd_resource_destroy_all(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-				     size_t len)
+static int cmd_resource_destroy_all(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+				    struct vv_out *out)
 {
-	struct vv_stream *s = stream_find(d, rd32(req + 4));
-	int qi = queue_index(rd32(req + 8));
-	struct vv_queue *q;
+	struct vv_stream *s = q->s;
+	enum m2m_queue mq = q->u.q;
+	struct vv_queue *vq = &s->q[mq];
 	unsigned zero = 0;
 
-	if (qi < 0) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
-		return;
-	}
-	q = &s->q[qi];
-	if (s->m2m.streaming[qi])
-		m2m_streamoff(&s->m2m, (enum m2m_queue)qi);
-	queue_flush(d, s, (enum m2m_queue)qi);
-	if (q->allocated) {
+	(void)c, (void)out;
+	if (s->m2m.streaming[mq])
+		m2m_streamoff(&s->m2m, mq);
+	queue_flush(d, s, mq);
+	if (vq->allocated) {
 		sync_event_thread(d);
-		m2m_alloc_buffers(&s->m2m, (enum m2m_queue)qi, &zero);
-		q->allocated = false;
+		m2m_alloc_buffers(&s->m2m, mq, &zero);
+		vq->allocated = false;
 	}
-	for (unsigned i = 0; i < q->nres; i++)
-		res_free(&q->res[i]);
-	q->nres = 0;
-	respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
+	for (unsigned i = 0; i < vq->nres; i++)
+		res_free(&vq->res[i]);
+	vq->nres = 0;
 	wake_events(d);
+	return VV_ANSWER;
 }
 
-static void cmd_queue_clear(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-			    size_t len)
+static int cmd_queue_clear(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+			   struct vv_out *out)
 {
-	struct vv_stream *s = stream_find(d, rd32(req + 4));
-	int qi = queue_index(rd32(req + 8));
+	struct vv_stream *s = q->s;
+	enum m2m_queue mq = q->u.q;
 
-	if (qi < 0) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
-		return;
-	}
+	(void)c, (void)out;
 	/* dev-decoder.rst, Seek (input) / capture reset (output): STREAMOFF
 	 * returns every buffer; decoding resumes at the next STREAMON. */
-	if (s->m2m.streaming[qi])
-		m2m_streamoff(&s->m2m, (enum m2m_queue)qi);
-	queue_flush(d, s, (enum m2m_queue)qi);
+	if (s->m2m.streaming[mq])
+		m2m_streamoff(&s->m2m, mq);
+	queue_flush(d, s, mq);
 	s->eos_pending = false;
 	s->error = false;
-	if (s->flow == VV_FLOW_DRAINING || s->drain_parked)
+	if (s->drain != VV_DRAIN_NONE)
 		drain_done(d, s);
 	if (s->flow == VV_FLOW_STOPPED)
 		s->flow = s->fmt_known ? VV_FLOW_RUNNING : VV_FLOW_INIT;
-	respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
 	wake_events(d);
+	return VV_ANSWER;
 }
 
 /* The visible rectangle of a raw queue: the decoder's compose (read at
  * SOURCE_CHANGE), the encoder's crop; the whole frame otherwise. */
-static struct virtio_video_crop visible_rect(struct vv_dev *d, struct vv_stream *s, int qi,
-					     const struct m2m_pix *pix)
+static struct m2m_rect visible_rect(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq,
+				    const struct m2m_pix *pix)
 {
-	struct virtio_video_crop full = { 0, 0, htole32(pix->width), htole32(pix->height) };
-	struct m2m_rect r;
+	struct m2m_rect full = { 0, 0, pix->width, pix->height }, r;
 
-	if (qi == (int)coded_queue(d))
+	if (mq == coded_queue(d))
 		return full;
 	if (!is_encoder(d))
 		return s->fmt_known ? s->crop : full;
-	if (m2m_get_selection(&s->m2m, M2M_SRC, V4L2_SEL_TGT_CROP, &r))
-		return full;
-	return (struct virtio_video_crop){ htole32((uint32_t)r.left), htole32((uint32_t)r.top),
-					   htole32(r.width), htole32(r.height) };
+	return m2m_get_selection(&s->m2m, M2M_SRC, V4L2_SEL_TGT_CROP, &r) ? full : r;
 }
 
-static void fill_params(struct vv_dev *d, struct vv_stream *s, int qi,
+static void fill_params(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq,
 			struct virtio_video_params *p)
 {
 	struct m2m_pix pix;
+	struct m2m_rect crop;
 	struct vv_plane pl[VIRTIO_VIDEO_MAX_PLANES];
 	uint32_t fps = s->frame_rate;
 	unsigned n;
 	int fi;
 
 	memset(p, 0, sizeof(*p));
-	p->queue_type = htole32(qi == M2M_SRC ? VIRTIO_VIDEO_QUEUE_TYPE_INPUT
-					       : VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT);
-	if (m2m_get_fmt(&s->m2m, (enum m2m_queue)qi, &pix))
+	p->queue_type = htole32(mq == M2M_SRC ? VIRTIO_VIDEO_QUEUE_TYPE_INPUT
+					      : VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT);
+	if (m2m_get_fmt(&s->m2m, mq, &pix))
 		return;
 	fi = fmt_by_fourcc(pix.pixfmt);
 	p->format = htole32(fi < 0 ? 0 : formats[fi].virtio);
 	p->frame_width = htole32(pix.width);
 	p->frame_height = htole32(pix.height);
-	p->min_buffers = htole32(s->min_bufs[qi]);
-	p->max_buffers = htole32(qi == M2M_SRC ? VV_MAX_RESOURCES : M2M_MAX_BUFFERS);
-	p->crop = visible_rect(d, s, qi, &pix);
+	p->min_buffers = htole32(s->min_bufs[mq]);
+	p->max_buffers = htole32(mq == M2M_SRC ? VV_MAX_RESOURCES : M2M_MAX_BUFFERS);
+	crop = visible_rect(d, s, mq, &pix);
+	p->crop = (struct virtio_video_crop){ htole32((uint32_t)crop.left),
+					      htole32((uint32_t)crop.top), htole32(crop.width),
+					      htole32(crop.height) };
 	if (!fps && (m2m_get_frame_rate(&s->m2m, M2M_SRC, &fps) || !fps))
 		fps = VV_DEFAULT_FPS;	/* the guest driver divides by it */
 	p->frame_rate = htole32(fps);
@@ -1826,53 +2003,47 @@ static void fill_params(struct vv_dev *d, struct vv_stream *s, int qi,
 	}
 }
 
-static void cmd_get_params(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-			   size_t len)
+static int cmd_get_params(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+			  struct vv_out *out)
 {
-	struct vv_stream *s = stream_find(d, rd32(req + 4));
-	int qi = queue_index(rd32(req + 8));
-	bool ext = rd32(req) == VIRTIO_VIDEO_CMD_GET_PARAMS_EXT;
-	struct virtio_video_get_params_ext_resp r = { 0 };
+	struct virtio_video_get_params_ext_resp *r = (void *)out->buf;
 
-	if (qi < 0) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
-		return;
-	}
-	r.hdr.type = htole32(VIRTIO_VIDEO_RESP_OK_GET_PARAMS);
-	r.hdr.stream_id = htole32(s->id);
-	fill_params(d, s, qi, &r.params.base);
-	r.params.resource_type = htole32(VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES);
-	respond(d, c, &r, ext ? sizeof(r) : sizeof(struct virtio_video_get_params_resp));
+	(void)c;
+	memset(r, 0, sizeof(*r));
+	out->len = sizeof(*r);
+	r->hdr.type = htole32(VIRTIO_VIDEO_RESP_OK_GET_PARAMS);
+	r->hdr.stream_id = htole32(q->s->id);
+	fill_params(d, q->s, q->u.q, &r->params.base);
+	r->params.resource_type = htole32(VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES);
+	if (q->type != VIRTIO_VIDEO_CMD_GET_PARAMS_EXT)
+		out->len = sizeof(struct virtio_video_get_params_resp);
+	return VV_ANSWER;
 }
 
-/* Apply the guest's params to queue qi (format, size, crop, frame rate).
+/* Apply the guest's params to a queue (format, size, crop, frame rate).
  * What the codec adjusts is read back by the guest with GET_PARAMS. */
-static void apply_params(struct vv_dev *d, struct vv_stream *s, int qi, const uint8_t *p,
-			 uint32_t fourcc)
+static void apply_params(struct vv_dev *d, struct vv_stream *s, const struct vv_params *v)
 {
-	bool raw = qi != (int)coded_queue(d);
+	bool raw = v->q != coded_queue(d);
 	struct m2m_pix pix;
 	int r;
 
-	if (m2m_get_fmt(&s->m2m, (enum m2m_queue)qi, &pix))
+	if (m2m_get_fmt(&s->m2m, v->q, &pix))
 		return;
-	pix.pixfmt = fourcc;
-	if (is_encoder(d) ? raw : !raw) {
-		/* the side whose size the guest decides */
-		if (rd32(p + 8) && rd32(p + 12)) {
-			pix.width = rd32(p + 8);
-			pix.height = rd32(p + 12);
-		}
+	pix.pixfmt = formats[fmt_by_virtio(v->format)].fourcc;
+	/* the side whose size the guest decides: raw for encoders, coded for decoders */
+	if (is_encoder(d) == raw && v->width && v->height) {
+		pix.width = v->width;
+		pix.height = v->height;
 	}
-	if (!raw && rd32(p + 48))
-		pix.sizeimage[0] = rd32(p + 48);	/* plane_formats[0].plane_size */
-	r = m2m_set_fmt(&s->m2m, (enum m2m_queue)qi, &pix);
+	if (!raw && v->plane_size0)
+		pix.sizeimage[0] = v->plane_size0;
+	r = m2m_set_fmt(&s->m2m, v->q, &pix);
 	if (r)
-		vu_log(VU_WARN, "stream %u: S_FMT %s: %s", s->id, m2m_queue_name(qi), strerror(-r));
+		vu_log(VU_WARN, "stream %u: S_FMT %s: %s", s->id, m2m_queue_name(v->q), strerror(-r));
 	if (is_encoder(d) && raw) {
 		/* dev-encoder.rst, Initialization step 4: the visible area */
-		struct m2m_rect crop = { (int32_t)rd32(p + 24), (int32_t)rd32(p + 28),
-					 rd32(p + 32), rd32(p + 36) };
+		struct m2m_rect crop = v->crop;
 
 		if (!crop.width || !crop.height)
 			crop = (struct m2m_rect){ 0, 0, pix.width, pix.height };
@@ -1887,42 +2058,22 @@ static void apply_params(struct vv_dev *d, struct vv_stream *s, int qi, const ui
 		dec_read_capture_format(s);
 }
 
-
-/* Bounds for what SET_PARAMS may hand to the codec; the codec adjusts values
- * inside them, and the guest reads the result back with GET_PARAMS. */
-static bool params_sane(const uint8_t *p)
+static int cmd_set_params(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+			  struct vv_out *out)
 {
-	uint32_t w = rd32(p + 8), h = rd32(p + 12);
-	uint32_t cl = rd32(p + 24), ct = rd32(p + 28), cw = rd32(p + 32), ch = rd32(p + 36);
+	struct vv_stream *s = q->s;
+	const struct vv_params *v = &q->u.params;
 
-	if (w > VV_MAX_DIM || h > VV_MAX_DIM || rd32(p + 40) > VV_MAX_FPS ||
-	    rd32(p + 48) > VV_MAX_PLANE_SIZE)
-		return false;
-	/* a crop, when given, lies inside the frame */
-	return !cw || (cl <= w && cw <= w - cl && ct <= h && ch <= h - ct);
-}
-
-static void cmd_set_params(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-			   size_t len)
-{
-	struct vv_stream *s = stream_find(d, rd32(req + 4));
-	const uint8_t *p = req + 8;
-	int qi = queue_index(rd32(p));
-	int fi = fmt_by_virtio(rd32(p + 4));
-	uint32_t fps = rd32(p + 40);
-
-	if (qi < 0 || fi < 0 || is_coded(formats[fi].virtio) != (qi == (int)coded_queue(d)) ||
-	    !params_sane(p)) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
-		return;
-	}
-	if (fps)
-		s->frame_rate = fps;
+	(void)c, (void)out;
+	if (is_coded(v->format) != (v->q == coded_queue(d)))
+		return -EINVAL;
+	if (v->frame_rate)
+		s->frame_rate = v->frame_rate;
 	/* Buffers allocated: the format is fixed until they are destroyed; a
 	 * decoder's capture format exists only after the first header. */
-	if (!s->q[qi].allocated && (qi != M2M_DST || s->fmt_known))
-		apply_params(d, s, qi, p, formats[fi].fourcc);
-	respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
+	if (!s->q[v->q].allocated && (v->q != M2M_DST || s->fmt_known))
+		apply_params(d, s, v);
+	return VV_ANSWER;
 }
 
 /* ---- controls -------------------------------------------------------------- */
@@ -2003,45 +2154,35 @@ static uint32_t plain_cid(uint32_t ctl)
 	return 0;
 }
 
-static uint32_t ctl_error(int r)
-{
-	return r == -ERANGE || r == -EBUSY ? VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER
-					   : VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL;
-}
-
 /* QUERY_CONTROL: the profiles or levels the codec offers for a format
  * (VIDIOC_QUERYCTRL + QUERYMENU on a scratch context of the device). */
-static void cmd_query_control(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-			      size_t len)
+static int cmd_query_control(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+			     struct vv_out *out)
 {
-	uint32_t sid = rd32(req + 4);
-	const struct vv_menu *m = menu_of(rd32(req + 16), rd32(req + 8));
-	struct {
-		struct virtio_video_query_control_resp h;
-		le32 values[32];
-	} r = { 0 };
+	const struct vv_menu *m = menu_of(q->u.ctl.format, q->u.ctl.ctl);
+	struct virtio_video_query_control_resp *h = (void *)out->buf;
+	le32 *values = (le32 *)(h + 1);
 	struct m2m_ctx ctx;
 	int32_t min, max, def;
 	uint32_t n = 0;
 
-	if (!m || m2m_open(&ctx, d->devpath, d->info.mplane)) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, sid);
-		return;
-	}
+	(void)c;
+	if (!m || m2m_open(&ctx, d->devpath, d->info.mplane))
+		return -EOPNOTSUPP;
 	if (m2m_query_ctrl(&ctx, m->cid, &min, &max, &def) == 0)
 		for (unsigned i = 0; i < m->n && n < 32; i++)
 			if (m->v4l2[i] >= min && m->v4l2[i] <= max &&
 			    m2m_menu_has(&ctx, m->cid, m->v4l2[i]))
-				r.values[n++] = htole32(m->base + i);
+				values[n++] = htole32(m->base + i);
 	m2m_close(&ctx);
-	if (!n) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, sid);
-		return;
-	}
-	r.h.hdr.type = htole32(VIRTIO_VIDEO_RESP_OK_QUERY_CONTROL);
-	r.h.hdr.stream_id = htole32(sid);
-	r.h.num = htole32(n);
-	respond(d, c, &r, sizeof(r.h) + 4 * n);
+	if (!n)
+		return -EOPNOTSUPP;
+	memset(h, 0, sizeof(*h));
+	h->hdr.type = htole32(VIRTIO_VIDEO_RESP_OK_QUERY_CONTROL);
+	h->hdr.stream_id = htole32(q->stream_id);
+	h->num = htole32(n);
+	out->len = sizeof(*h) + 4 * n;
+	return VV_ANSWER;
 }
 
 /* Controls the codec lacks. The guest driver reads PROFILE, BITRATE,
@@ -2131,24 +2272,25 @@ static int ctl_from_codec(struct vv_stream *s, uint32_t ctl, uint32_t *value)
 	return -ERANGE;		/* a menu item virtio-video cannot name */
 }
 
-static void cmd_get_control(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-			    size_t len)
+static int cmd_get_control(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+			   struct vv_out *out)
 {
-	struct vv_stream *s = stream_find(d, rd32(req + 4));
-	uint32_t ctl = rd32(req + 8), value = 0;
-	struct virtio_video_get_control_resp r = { 0 };
+	struct vv_stream *s = q->s;
+	uint32_t ctl = q->u.ctl.ctl, value = 0;
+	struct virtio_video_get_control_resp *r = (void *)out->buf;
 
+	(void)c;
 	if (ctl >= VV_NUM_CTRLS || ctl == VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME ||
-	    !ctl_exists(d, s, ctl)) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, s->id);
-		return;
-	}
+	    !ctl_exists(d, s, ctl))
+		return -EOPNOTSUPP;
 	if (ctl_from_codec(s, ctl, &value))
 		value = s->ctl_val[ctl];
-	r.hdr.type = htole32(VIRTIO_VIDEO_RESP_OK_GET_CONTROL);
-	r.hdr.stream_id = htole32(s->id);
-	r.value = htole32(value);
-	respond(d, c, &r, sizeof(r));
+	memset(r, 0, sizeof(*r));
+	r->hdr.type = htole32(VIRTIO_VIDEO_RESP_OK_GET_CONTROL);
+	r->hdr.stream_id = htole32(s->id);
+	r->value = htole32(value);
+	out->len = sizeof(*r);
+	return VV_ANSWER;
 }
 
 /* Hand a checked value to the codec; 0, -EINVAL if it lacks the control,
@@ -2164,34 +2306,18 @@ static int ctl_to_codec(struct vv_stream *s, uint32_t ctl, uint32_t value)
 	return m2m_set_ctrl(&s->m2m, plain_cid(ctl), (int32_t)value);
 }
 
-static void cmd_set_control(struct vv_dev *d, struct vu_chain *c, const uint8_t *req,
-			    size_t len)
+static int cmd_set_control(struct vv_dev *d, struct vv_req *q, struct vu_chain *c,
+			   struct vv_out *out)
 {
-	struct vv_stream *s;
-	uint32_t ctl, value;
+	struct vv_stream *s = q->s;
+	uint32_t ctl = q->u.ctl.ctl, value = q->u.ctl.value;
 	int ret;
 
-	if (len != VIRTIO_VIDEO_SET_CONTROL_SHORT_SIZE &&
-	    len != sizeof(struct virtio_video_set_control)) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, rd32(req + 4));
-		return;
-	}
-	s = stream_find(d, rd32(req + 4));
-	ctl = rd32(req + 8);
-	if (ctl >= VV_NUM_CTRLS || !ctl_exists(d, s, ctl)) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, s->id);
-		return;
-	}
-	/* FORCE_KEYFRAME may come without a value (16 bytes) */
-	if (len == VIRTIO_VIDEO_SET_CONTROL_SHORT_SIZE && ctl != VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
-		return;
-	}
-	value = len == VIRTIO_VIDEO_SET_CONTROL_SHORT_SIZE ? 1 : rd32(req + 16);
-	if (!ctl_value_ok(s, ctl, value)) {
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, s->id);
-		return;
-	}
+	(void)c, (void)out;
+	if (ctl >= VV_NUM_CTRLS || !ctl_exists(d, s, ctl))
+		return -EOPNOTSUPP;
+	if (!ctl_value_ok(s, ctl, value))
+		return -EINVAL;
 	ret = ctl_to_codec(s, ctl, value);
 	if (ret == -EINVAL) {
 		/* the codec has no such control: remember it for GET_CONTROL */
@@ -2201,101 +2327,114 @@ static void cmd_set_control(struct vv_dev *d, struct vu_chain *c, const uint8_t 
 		s->ctl_logged |= 1u << ctl;
 		ret = 0;
 	}
-	if (!ret)
-		s->ctl_val[ctl] = value;
-	else
+	if (ret) {
 		vu_log(VU_DEBUG, "stream %u: %s=%u refused by the codec: %s", s->id,
 		       ctl_names[ctl], value, strerror(-ret));
-	respond_hdr(d, c, ret ? ctl_error(ret) : VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
+		return ret == -ERANGE || ret == -EBUSY ? -EINVAL : -EOPNOTSUPP;
+	}
+	s->ctl_val[ctl] = value;
+	return VV_ANSWER;
 }
+
+/* ---- dispatch --------------------------------------------------------------- */
+
+struct vv_cmd {
+	const char *name;
+	size_t len;		/* exact request size; 0: the parser checks it */
+	int (*parse)(const uint8_t *req, size_t len, struct vv_req *r);
+	int (*fn)(struct vv_dev *d, struct vv_req *q, struct vu_chain *c, struct vv_out *out);
+	bool needs_stream;
+};
+
+#define CMD(c, n, l, p, f, s) [CMD_INDEX(VIRTIO_VIDEO_CMD_##c)] = { n, l, p, f, s }
 
 /* The dispatch table is the map of the protocol. */
 static const struct vv_cmd cmds[CMD_COUNT] = {
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_QUERY_CAPABILITY)] = {
-		"QUERY_CAPABILITY", sizeof(struct virtio_video_query_capability),
-		cmd_query_capability, false },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_STREAM_CREATE)] = {
-		"STREAM_CREATE", sizeof(struct virtio_video_stream_create),
-		cmd_stream_create, false },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_STREAM_DESTROY)] = {
-		"STREAM_DESTROY", sizeof(struct virtio_video_cmd_hdr),
-		cmd_stream_destroy, true },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_STREAM_DRAIN)] = {
-		"STREAM_DRAIN", sizeof(struct virtio_video_cmd_hdr),
-		cmd_stream_drain, true },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_RESOURCE_CREATE)] = {
-		"RESOURCE_CREATE", 0, cmd_resource_create, true },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_RESOURCE_QUEUE)] = {
-		"RESOURCE_QUEUE", sizeof(struct virtio_video_resource_queue),
-		cmd_resource_queue, true },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_RESOURCE_DESTROY_ALL)] = {
-		"RESOURCE_DESTROY_ALL", sizeof(struct virtio_video_queue_cmd),
-		cmd_resource_destroy_all, true },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_QUEUE_CLEAR)] = {
-		"QUEUE_CLEAR", sizeof(struct virtio_video_queue_cmd),
-		cmd_queue_clear, true },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_GET_PARAMS)] = {
-		"GET_PARAMS", sizeof(struct virtio_video_queue_cmd),
-		cmd_get_params, true },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_SET_PARAMS)] = {
-		"SET_PARAMS", sizeof(struct virtio_video_set_params),
-		cmd_set_params, true },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_QUERY_CONTROL)] = {
-		"QUERY_CONTROL", sizeof(struct virtio_video_query_control),
-		cmd_query_control, false },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_GET_CONTROL)] = {
-		"GET_CONTROL", sizeof(struct virtio_video_get_control),
-		cmd_get_control, true },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_SET_CONTROL)] = {
-		"SET_CONTROL", 0, cmd_set_control, true },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_GET_PARAMS_EXT)] = {
-		"GET_PARAMS_EXT", sizeof(struct virtio_video_queue_cmd),
-		cmd_get_params, true },
-	[CMD_INDEX(VIRTIO_VIDEO_CMD_SET_PARAMS_EXT)] = {
-		"SET_PARAMS_EXT", sizeof(struct virtio_video_set_params_ext),
-		cmd_set_params, true },
+	CMD(QUERY_CAPABILITY, "QUERY_CAPABILITY", sizeof(struct virtio_video_query_capability),
+	    parse_queue_cmd, cmd_query_capability, false),
+	CMD(STREAM_CREATE, "STREAM_CREATE", sizeof(struct virtio_video_stream_create),
+	    parse_stream_create, cmd_stream_create, false),
+	CMD(STREAM_DESTROY, "STREAM_DESTROY", sizeof(struct virtio_video_cmd_hdr),
+	    parse_none, cmd_stream_destroy, true),
+	CMD(STREAM_DRAIN, "STREAM_DRAIN", sizeof(struct virtio_video_cmd_hdr),
+	    parse_none, cmd_stream_drain, true),
+	CMD(RESOURCE_CREATE, "RESOURCE_CREATE", 0,
+	    parse_resource_create, cmd_resource_create, true),
+	CMD(RESOURCE_QUEUE, "RESOURCE_QUEUE", sizeof(struct virtio_video_resource_queue),
+	    parse_resource_queue, cmd_resource_queue, true),
+	CMD(RESOURCE_DESTROY_ALL, "RESOURCE_DESTROY_ALL", sizeof(struct virtio_video_queue_cmd),
+	    parse_queue_cmd, cmd_resource_destroy_all, true),
+	CMD(QUEUE_CLEAR, "QUEUE_CLEAR", sizeof(struct virtio_video_queue_cmd),
+	    parse_queue_cmd, cmd_queue_clear, true),
+	CMD(GET_PARAMS, "GET_PARAMS", sizeof(struct virtio_video_queue_cmd),
+	    parse_queue_cmd, cmd_get_params, true),
+	CMD(SET_PARAMS, "SET_PARAMS", sizeof(struct virtio_video_set_params),
+	    parse_set_params, cmd_set_params, true),
+	CMD(QUERY_CONTROL, "QUERY_CONTROL", sizeof(struct virtio_video_query_control),
+	    parse_query_control, cmd_query_control, false),
+	CMD(GET_CONTROL, "GET_CONTROL", sizeof(struct virtio_video_get_control),
+	    parse_get_control, cmd_get_control, true),
+	CMD(SET_CONTROL, "SET_CONTROL", 0, parse_set_control, cmd_set_control, true),
+	CMD(GET_PARAMS_EXT, "GET_PARAMS_EXT", sizeof(struct virtio_video_queue_cmd),
+	    parse_queue_cmd, cmd_get_params, true),
+	CMD(SET_PARAMS_EXT, "SET_PARAMS_EXT", sizeof(struct virtio_video_set_params_ext),
+	    parse_set_params, cmd_set_params, true),
 };
 
+/* Parse, look the stream up, run the handler, answer: every popped chain
+ * leaves here answered or parked in a stream, never both, never neither. */
 static void dispatch(struct vv_dev *d, struct vu_chain *c)
 {
+	static struct vv_out out;	/* command thread only */
 	const uint8_t *req = c->req;
 	size_t len = c->req_len;
-	uint32_t type, sid, idx;
+	struct vv_req q = { 0 };
 	const struct vv_cmd *cmd;
+	uint32_t idx;
+	int r;
 
 	if (len < sizeof(struct virtio_video_cmd_hdr)) {
 		vu_log(VU_WARN, "command of %zu bytes, shorter than its header", len);
 		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, 0);
 		return;
 	}
-	type = rd32(req);
-	sid = rd32(req + 4);
-	idx = type - VIRTIO_VIDEO_CMD_QUERY_CAPABILITY;
-	cmd = (type >= VIRTIO_VIDEO_CMD_QUERY_CAPABILITY && idx < CMD_COUNT) ? &cmds[idx] : NULL;
+	q.type = rd32(req);
+	q.stream_id = rd32(req + 4);
+	idx = q.type - VIRTIO_VIDEO_CMD_QUERY_CAPABILITY;
+	cmd = (q.type >= VIRTIO_VIDEO_CMD_QUERY_CAPABILITY && idx < CMD_COUNT) ? &cmds[idx] : NULL;
 	if (!cmd || !cmd->fn) {
-		vu_log(VU_WARN, "unknown command 0x%x (stream %u)", type, sid);
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, sid);
+		vu_log(VU_WARN, "unknown command 0x%x (stream %u)", q.type, q.stream_id);
+		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, q.stream_id);
 		return;
 	}
-	vu_log(VU_DEBUG, "stream %u: %s", sid, cmd->name);
+	vu_log(VU_DEBUG, "stream %u: %s", q.stream_id, cmd->name);
 	if (cmd->len && len != cmd->len) {
-		vu_log(VU_WARN, "stream %u: %s of %zu bytes, expected %zu", sid, cmd->name, len,
-		       cmd->len);
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, sid);
-		return;
+		vu_log(VU_WARN, "stream %u: %s of %zu bytes, expected %zu", q.stream_id, cmd->name,
+		       len, cmd->len);
+		r = -EINVAL;
+	} else if (cmd->needs_stream && !(q.s = stream_find(d, q.stream_id))) {
+		vu_log(VU_WARN, "%s for unknown stream %u", cmd->name, q.stream_id);
+		r = -ESRCH;
+	} else if ((r = cmd->parse(req, len, &q))) {
+		vu_log(VU_WARN, "stream %u: %s: malformed request", q.stream_id, cmd->name);
+	} else {
+		out.len = 0;
+		out.max = c->wr_len;
+		r = cmd->fn(d, &q, c, &out);
 	}
-	if (cmd->needs_stream && !stream_find(d, sid)) {
-		vu_log(VU_WARN, "%s for unknown stream %u", cmd->name, sid);
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID, sid);
-		return;
+	if (r == VV_PARKED) {
+		if (c->req)	/* our bug; the guest still gets its one answer */
+			vu_log(VU_ERR, "stream %u: %s parked nothing", q.stream_id, cmd->name);
+		else
+			return;
 	}
-	cmd->fn(d, c, req, len);
-	/* Every handler answers or parks the chain (both leave c->req NULL).
-	 * Anything else is our bug; the guest still gets its one answer. */
-	if (c->req) {
-		vu_log(VU_ERR, "stream %u: %s left unanswered", sid, cmd->name);
-		respond_hdr(d, c, VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, sid);
-	}
+	if (r < 0 || r == VV_PARKED)
+		respond_hdr(d, c, r < 0 ? resp_of(r) : VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION,
+			    q.stream_id);
+	else if (out.len)
+		respond(d, c, out.buf, out.len);
+	else
+		respond_hdr(d, c, VIRTIO_VIDEO_RESP_OK_NODATA, q.stream_id);
 }
 
 /* ---- vhost-user device callbacks ------------------------------------------- */
@@ -2460,19 +2599,150 @@ static int parse_ctrl(struct vv_dev *d, const char *arg)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"Usage: vhost-user-video [OPTIONS]\n"
-		"A vhost-user virtio-video device (protocol v3) on a V4L2 stateful codec.\n\n"
-		"  -s, --socket-path=PATH   listen on this unix socket\n"
-		"      --fd=N               use inherited socket N (listening or connected)\n"
-		"  -d, --v4l2-device=DEV    the V4L2 codec node (default: the first\n"
-		"                           stateful decoder, else encoder, in /dev/video*)\n"
-		"      --v4l2-ctrl=ID=VAL   set V4L2 control ID (e.g. 0x009909cb, GOP size)\n"
-		"                           on every stream; repeatable\n"
-		"      --print-capabilities print the backend's capabilities as JSON and exit\n"
-		"  -v, --verbose            log commands; twice: buffers too\n"
-		"  -h, --help               this text\n"
-		"  -V, --version            print the version\n");
+	fputs("Usage: vhost-user-video [OPTIONS]\n"
+	      "A vhost-user virtio-video device (protocol v3) on a V4L2 stateful codec.\n\n"
+	      "  -s, --socket-path=PATH   listen on this unix socket (mode 0600)\n"
+	      "      --socket-group=GROUP let GROUP connect too (mode 0660)\n"
+	      "      --fd=N, --socket-fd=N  use inherited socket N (listening or connected)\n"
+	      "                           (LISTEN_FDS/LISTEN_PID: fd 3, without either)\n"
+	      "  -d, --v4l2-device=DEV    the V4L2 codec node (default or empty: the first\n"
+	      "                           stateful decoder, else encoder, in /dev/video*)\n"
+	      "      --v4l2-ctrl=ID=VAL   set V4L2 control ID (e.g. 0x009909cb, GOP size)\n"
+	      "                           on every stream; repeatable\n"
+	      "      --print-capabilities print the backend's capabilities as JSON and exit\n"
+	      "  -v, --verbose            log commands; twice: buffers too\n"
+	      "  -h, --help               this text\n"
+	      "  -V, --version            print the version\n"
+	      "SIGTERM, SIGINT and SIGHUP stop it with exit status 0.\n", f);
+}
+
+/* systemd's sd_notify(3) protocol without libsystemd: one datagram to
+ * $NOTIFY_SOCKET, a path or an abstract socket written with a leading '@'. */
+static void notify(const char *msg)
+{
+	const char *e = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t n = e ? strlen(e) : 0;
+	int fd;
+
+	if (n < 2 || (e[0] != '/' && e[0] != '@') || n >= sizeof(sa.sun_path))
+		return;
+	memcpy(sa.sun_path, e, n);
+	if (e[0] == '@')
+		sa.sun_path[0] = 0;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+			     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0)
+		vu_log(VU_WARN, "NOTIFY_SOCKET %s: %s", e, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+/* systemd socket activation (sd_listen_fds(3)): the first passed fd, 3, when
+ * LISTEN_PID is us; the variables are removed so no child inherits them.
+ * -1: not activated. */
+static int activation_fd(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	char *end;
+	long p, n;
+
+	if (!pid || !fds)
+		return -1;
+	p = strtol(pid, &end, 10);
+	if (*end || p != (long)getpid())
+		return -1;
+	n = strtol(fds, &end, 10);
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	if (*end || n < 1)
+		return -1;
+	if (n > 1)
+		vu_log(VU_WARN, "LISTEN_FDS=%ld: serving fd 3 only", n);
+	fcntl(3, F_SETFD, FD_CLOEXEC);
+	return 3;
+}
+
+/* The gid of a group name in /etc/group (a static musl binary has no NSS;
+ * musl's getgrnam would add its stdio and nscd client): -1 if not found. */
+static long group_gid(const char *name)
+{
+	size_t len = strlen(name), n = 0;
+	long gid = -1;
+	char *buf = NULL;
+	int fd = open("/etc/group", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	for (size_t cap = 0;;) {
+		ssize_t k;
+
+		if (n + 1 >= cap) {
+			char *b = cap < (1u << 20) ? realloc(buf, cap = cap ? 2 * cap : 4096) : NULL;
+
+			if (!b)
+				goto out;
+			buf = b;
+		}
+		k = read(fd, buf + n, cap - 1 - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+	}
+	buf[n] = 0;
+	/* name:password:gid:members, one per line */
+	for (char *l = buf, *nl; *l; l = nl ? nl + 1 : l + strlen(l)) {
+		char *p = l + len, *end;
+
+		nl = strchr(l, '\n');
+		if (strncmp(l, name, len) || *p != ':' || !(p = strchr(p + 1, ':')) ||
+		    (nl && p > nl))
+			continue;
+		gid = strtol(p + 1, &end, 10);
+		if (end == p + 1 || (*end != ':' && *end != '\n' && *end) || gid < 0)
+			gid = -1;
+		break;
+	}
+out:
+	free(buf);
+	close(fd);
+	return gid;
+}
+
+/* --socket-group: the socket was made 0600; give the group read/write. */
+static int socket_group(const char *path, const char *group)
+{
+	char *end;
+	long gid = strtol(group, &end, 10);
+
+	if (!*group || *end || gid < 0)
+		gid = group_gid(group);
+	if (gid < 0 || gid > INT_MAX) {
+		vu_log(VU_ERR, "--socket-group: no group '%s'", group);
+		return -1;
+	}
+	if (chown(path, (uid_t)-1, (gid_t)gid) < 0 || chmod(path, 0660) < 0) {
+		vu_log(VU_ERR, "--socket-group=%s on %s: %s", group, path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* vu_listen with the reason spelled out when the directory is missing. */
+static int listen_on(const char *path)
+{
+	int fd = vu_listen(path);
+	const char *slash = strrchr(path, '/');
+
+	if (fd == -ENOENT && slash)
+		vu_log(VU_ERR, "cannot listen on %s: directory %.*s does not exist", path,
+		       slash == path ? 1 : (int)(slash - path), path);
+	else if (fd < 0)
+		vu_log(VU_ERR, "cannot listen on %s: %s", path, strerror(-fd));
+	return fd;
 }
 
 /* vhost-user.rst, backend program conventions: JSON on stdout. "features"
@@ -2533,6 +2803,8 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "socket-path", required_argument, NULL, 's' },
 		{ "fd", required_argument, NULL, 'f' },
+		{ "socket-fd", required_argument, NULL, 'f' },
+		{ "socket-group", required_argument, NULL, 'g' },
 		{ "v4l2-device", required_argument, NULL, 'd' },
 		{ "v4l2-ctrl", required_argument, NULL, 'c' },
 		{ "print-capabilities", no_argument, NULL, 'p' },
@@ -2541,7 +2813,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *sock_path = NULL, *dev_path = NULL;
+	const char *sock_path = NULL, *dev_path = NULL, *group = NULL;
 	bool print_caps = false;
 	int fd = -1, opt, sfd, r;
 	sigset_t sigs;
@@ -2550,12 +2822,13 @@ int main(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "s:d:vhV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's': sock_path = optarg; break;
-		case 'd': dev_path = optarg; break;
+		case 'g': group = optarg; break;
+		case 'd': dev_path = *optarg ? optarg : NULL; break;	/* empty: look for one */
 		case 'v': vu_verbosity++; break;
 		case 'f':
 			fd = parse_fd(optarg);
 			if (fd < 0) {
-				vu_log(VU_ERR, "--fd: '%s' is not a file descriptor number", optarg);
+				vu_log(VU_ERR, "--fd/--socket-fd: '%s' is not a file descriptor number", optarg);
 				return 2;
 			}
 			break;
@@ -2578,10 +2851,14 @@ int main(int argc, char **argv)
 	}
 	if (print_caps)
 		return print_capabilities(dev_path);
+	if (!sock_path && fd < 0)
+		fd = activation_fd();
 	if (!!sock_path == (fd >= 0)) {
 		vu_log(VU_ERR, "give exactly one of --socket-path and --fd (see --help)");
 		return 2;
 	}
+	if (group && !sock_path)
+		vu_log(VU_WARN, "--socket-group applies to --socket-path only; ignored");
 	if (!dev_path && !(dev_path = find_device())) {
 		vu_log(VU_ERR, "no V4L2 stateful codec found in /dev/video*; use --v4l2-device");
 		return 1;
@@ -2608,9 +2885,11 @@ int main(int argc, char **argv)
 	}
 	pthread_cond_init(&vv.cond, NULL);
 	if (sock_path) {
-		fd = vu_listen(sock_path);
-		if (fd < 0) {
-			vu_log(VU_ERR, "cannot listen on %s: %s", sock_path, strerror(-fd));
+		fd = listen_on(sock_path);
+		if (fd < 0)
+			return 1;
+		if (group && socket_group(sock_path, group)) {
+			unlink(sock_path);
 			return 1;
 		}
 	}
@@ -2622,8 +2901,18 @@ int main(int argc, char **argv)
 	vu_log(VU_INFO, "serving a %s (virtio-id=%d) on %s", role_name(vv.info.role),
 	       is_encoder(&vv) ? VIRTIO_ID_VIDEO_ENCODER : VIRTIO_ID_VIDEO_DECODER,
 	       sock_path ? sock_path : "an inherited socket");
+	{
+		char st[160 + PATH_MAX];
+
+		snprintf(st, sizeof(st), "READY=1\nSTATUS=serving a %s (virtio-id=%d) on %s",
+			 role_name(vv.info.role),
+			 is_encoder(&vv) ? VIRTIO_ID_VIDEO_ENCODER : VIRTIO_ID_VIDEO_DECODER,
+			 sock_path ? sock_path : "an inherited socket");
+		notify(st);
+	}
 
 	r = vu_run(vv.vu, fd, sfd);
+	notify("STOPPING=1");
 	if (r < 0)
 		vu_log(VU_ERR, "stopped: %s", strerror(-r));
 	else

@@ -1325,6 +1325,235 @@ static bool case_ring_old_generation(void)
 	return true;
 }
 
+/* ---- VM stop/continue (QEMU `stop` / `cont`) ------------------------------ */
+
+#define WR_AREA (GPA_B + 0x20000)	/* chain h writes to WR_AREA + 0x100 * h */
+
+/* Chain at head h (descriptors 2h, 2h+1): 4 readable bytes, 16 writable. */
+static void small_chain(struct ring *r, uint16_t h)
+{
+	memcpy(gp(DATA_A + 0x40 * h), "req!", 4);
+	memset(gp(WR_AREA + 0x100 * h), '.', 16);
+	desc(r->desc, 2 * h, DATA_A + 0x40 * h, 4, VRING_DESC_F_NEXT, 2 * h + 1);
+	desc(r->desc, 2 * h + 1, WR_AREA + 0x100 * h, 16, VRING_DESC_F_WRITE, 0);
+	post(r, 2 * h);
+}
+
+static bool answer(struct vu_chain *c, char tag)
+{
+	char b[8] = { 'a', 'n', 's', tag, 0, 0, 0, 0 };
+
+	return respond(c, b, 8) == 0 && !c->req;
+}
+
+/* The used ring of q holds each of heads[0..n) exactly once, in some order,
+ * each with length 8 and its answer in its writable buffer. */
+static bool used_exactly(unsigned q, const uint16_t *heads, const char *tags, unsigned n)
+{
+	struct ring *r = &T.r[q];
+
+	CHECK(used_idx(q) == n, "used idx %u, expected %u", used_idx(q), n);
+	for (unsigned k = 0; k < n; k++) {
+		unsigned seen = 0;
+
+		for (unsigned i = 0; i < n; i++)
+			if (r->used->ring[i].id == heads[k]) {
+				seen++;
+				CHECK(r->used->ring[i].len == 8, "head %u: used len %u", heads[k],
+				      r->used->ring[i].len);
+			}
+		CHECK(seen == 1, "head %u is %u times in the used ring", heads[k], seen);
+		CHECK(!memcmp(gp(WR_AREA + 0x100 * (heads[k] / 2)), "ans", 3) &&
+		      gp(WR_AREA + 0x100 * (heads[k] / 2))[3] == tags[k], "head %u: answer", heads[k]);
+	}
+	return true;
+}
+
+/* hw/virtio/vhost.c vhost_dev_stop: SET_VRING_ENABLE 0 for every ring, then
+ * GET_VRING_BASE for each; returns ring 0's base. */
+static int64_t qemu_stop(void)
+{
+	struct vhost_vring_state_msg st = { 0, 0 }, b0 = { 0, 0 };
+
+	for (unsigned q = 0; q < 2; q++)
+		if (set_state(VHOST_USER_SET_VRING_ENABLE, q, 0))
+			return -1;
+	for (unsigned q = 0; q < 2; q++) {
+		uint32_t sz = 8;
+
+		if (fe(VHOST_USER_GET_VRING_BASE, V, &(struct vhost_vring_state_msg){ q, 0 }, 8,
+		       NULL, 0) || !rep(VHOST_USER_GET_VRING_BASE, &st, &sz) || st.index != q)
+			return -1;
+		if (!q)
+			b0 = st;
+	}
+	return b0.num;
+}
+
+/* vhost_dev_start: SET_FEATURES, SET_MEM_TABLE, then per ring NUM, BASE,
+ * ADDR, KICK (a new eventfd), CALL; then SET_VRING_ENABLE 1 for every ring.
+ * base0 is ring 0's base (ring 1 resumes at 0; nothing was popped there). */
+static bool qemu_start(uint16_t base0, bool enable)
+{
+	if (set_u64(VHOST_USER_SET_FEATURES, F_RING) || mem_table_ab())
+		return false;
+	for (unsigned q = 0; q < 2; q++) {
+		struct ring *r = &T.r[q];
+
+		close(r->kick);
+		r->kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (set_state(VHOST_USER_SET_VRING_NUM, q, r->num) ||
+		    set_state(VHOST_USER_SET_VRING_BASE, q, q ? 0 : base0) ||
+		    vring_addr(q, uva(r->base), uva(r->base + 0x1000), uva(r->base + 0x2000)) ||
+		    set_vring_fd(VHOST_USER_SET_VRING_KICK, q, r->kick) ||
+		    set_vring_fd(VHOST_USER_SET_VRING_CALL, q, r->call))
+			return false;
+	}
+	for (unsigned q = 0; enable && q < 2; q++)
+		if (set_state(VHOST_USER_SET_VRING_ENABLE, q, 1))
+			return false;
+	return true;
+}
+
+/* `stop` with parked chains, answers while stopped, `cont`: every chain is
+ * answered exactly once, the used index is right, the device kept its state. */
+static bool case_vm_stop_cont(void)
+{
+	struct vu_chain c[5], tmp;
+	static const uint16_t heads[5] = { 0, 2, 4, 6, 8 };
+	uint16_t u0;
+
+	CHECK(setup(F_RING), "setup");
+	for (uint16_t h = 0; h < 4; h++)
+		small_chain(&T.r[0], h);
+	for (int i = 0; i < 4; i++)
+		CHECK(pop(0, &c[i]) == 0 && c[i].head == heads[i], "pop %d", i);
+	CHECK(answer(&c[0], '0') && used_idx(0) == 1, "answer while running");
+	notify(0);
+	(void)calls(0);
+	n_resets = 0;
+
+	/* stop: disabled first, then stopped; answers in both windows are kept */
+	CHECK(set_state(VHOST_USER_SET_VRING_ENABLE, 0, 0) == 0, "disable");
+	CHECK(answer(&c[1], '1') && used_idx(0) == 1, "answered into a disabled ring");
+	CHECK(qemu_stop() == 4, "GET_VRING_BASE must return the 4 popped");
+	CHECK(!vu_queue_ready(T.dev, 0) && vu_queue_kick_fd(T.dev, 0) < 0, "not stopped");
+	CHECK(answer(&c[2], '2') && used_idx(0) == 1, "answered into a stopped ring");
+	notify(0);
+	CHECK(calls(0) == 0, "a stopped ring notified the guest");
+	CHECK(!memcmp(gp(WR_AREA + 0x100), "................", 16) &&
+	      !memcmp(gp(WR_AREA + 0x200), "................", 16),
+	      "a suspended device wrote guest memory");
+	small_chain(&T.r[0], 4);		/* the guest had posted one more */
+	CHECK(pop(0, &tmp) == -EAGAIN, "stopped ring popped");
+
+	/* cont: nothing is delivered until the ring is enabled again */
+	CHECK(qemu_start(4, false), "restart");
+	CHECK(used_idx(0) == 1, "delivered before SET_VRING_ENABLE 1");
+	CHECK(set_state(VHOST_USER_SET_VRING_ENABLE, 0, 1) == 0 &&
+	      set_state(VHOST_USER_SET_VRING_ENABLE, 1, 1) == 0, "enable");
+	if (!used_exactly(0, heads, "012", 3))
+		return false;
+	CHECK(calls(0) == 1, "kept answers delivered without a notification");
+	CHECK(n_resets == 0, "a stop/cont reset the device");
+	u0 = used_idx(0);
+	CHECK(answer(&c[3], '3') && used_idx(0) == u0 + 1, "answer after cont");
+	CHECK(pop(0, &c[4]) == 0 && c[4].head == 8 && answer(&c[4], '4'), "chain posted while stopped");
+	return used_exactly(0, heads, "01234", 5);
+	return true;
+}
+
+/* Two stop/cont cycles in a row, answers kept across both. */
+static bool case_vm_stop_cont_twice(void)
+{
+	struct vu_chain c[3];
+	static const uint16_t heads[3] = { 0, 2, 4 };
+
+	CHECK(setup(F_RING), "setup");
+	for (uint16_t h = 0; h < 3; h++)
+		small_chain(&T.r[0], h);
+	for (int i = 0; i < 3; i++)
+		CHECK(pop(0, &c[i]) == 0, "pop %d", i);
+	n_resets = 0;
+	CHECK(qemu_stop() == 3, "stop 1");
+	CHECK(answer(&c[0], 'a'), "answer");
+	CHECK(qemu_start(3, true), "cont 1");
+	if (!used_exactly(0, heads, "a", 1))
+		return false;
+	CHECK(qemu_stop() == 3, "stop 2");
+	CHECK(answer(&c[1], 'b'), "answer");
+	CHECK(qemu_start(3, false), "cont 2");
+	CHECK(qemu_stop() == 3, "stop 3 before enabling");
+	CHECK(answer(&c[2], 'c'), "answer");
+	CHECK(qemu_start(3, true), "cont 3");
+	CHECK(n_resets == 0, "reset");
+	return used_exactly(0, heads, "abc", 3);
+}
+
+/* A guest reset (reboot, driver reload) looks like a stop, then rings
+ * re-created from index 0 in zeroed memory: the device forgets its streams,
+ * answers kept for the old rings and chains popped from them are dropped. */
+static bool case_guest_reset_after_stop(void)
+{
+	struct vu_chain c[3];
+
+	CHECK(setup(F_RING), "setup");
+	for (uint16_t h = 0; h < 3; h++)
+		small_chain(&T.r[0], h);
+	for (int i = 0; i < 3; i++)
+		CHECK(pop(0, &c[i]) == 0, "pop %d", i);
+	CHECK(answer(&c[0], '0') && used_idx(0) == 1, "answer");
+	CHECK(qemu_stop() == 3, "stop");
+	CHECK(answer(&c[1], '1'), "answer while stopped");
+	n_resets = 0;
+	memset(gp(T.r[0].base), 0, 0x3000);	/* the driver's fresh ring, same place */
+	T.r[0].aidx = 0;
+	CHECK(qemu_start(0, true), "re-create");
+	CHECK(n_resets == 1, "device state kept across a guest reset");
+	CHECK(used_idx(0) == 0, "an answer for the old ring was delivered into the new one");
+	CHECK(respond(&c[2], "x", 1) == 0 && used_idx(0) == 0, "stale chain in a new ring");
+	return good_chain_works(0, 8);
+}
+
+/* Same addresses, same base, but a used index that moved: not a resume. */
+static bool case_stop_used_idx_moved(void)
+{
+	struct vu_chain c[2];
+
+	CHECK(setup(F_RING), "setup");
+	small_chain(&T.r[0], 0);
+	small_chain(&T.r[0], 1);
+	CHECK(pop(0, &c[0]) == 0 && pop(0, &c[1]) == 0, "pop");
+	CHECK(qemu_stop() == 2, "stop");
+	CHECK(answer(&c[0], '0'), "answer");
+	n_resets = 0;
+	T.r[0].used->idx = 7;
+	CHECK(qemu_start(2, true), "restart");
+	CHECK(n_resets == 1 && used_idx(0) == 7, "a ring whose used index moved was resumed");
+	CHECK(respond(&c[1], "x", 1) == 0 && used_idx(0) == 7, "stale chain answered");
+	return true;
+}
+
+/* Found by fuzz_vu_msg: ring 1 re-created (a device reset) while ring 0,
+ * resumed unchanged, holds a kept answer: that answer is stale too. */
+static bool case_stop_other_ring_recreated(void)
+{
+	struct vu_chain c;
+
+	CHECK(setup(F_RING), "setup");
+	small_chain(&T.r[0], 0);
+	CHECK(pop(0, &c) == 0, "pop");
+	CHECK(qemu_stop() == 1, "stop");
+	CHECK(answer(&c, '0'), "answer while stopped");
+	n_resets = 0;
+	T.r[1].used->idx = 3;			/* ring 1 is not the one it was */
+	CHECK(qemu_start(1, true), "restart");
+	CHECK(n_resets == 1, "re-created ring 1 did not reset the device");
+	CHECK(used_idx(0) == 0, "a kept answer of before the reset reached ring 0");
+	return good_chain_works(0, 8);
+}
+
+/* An older test: in-flight chains answered after a resume at the same base. */
 static bool case_ring_get_vring_base(void)
 {
 	struct vu_chain c1, c2, c3, tmp;
@@ -1347,7 +1576,8 @@ static bool case_ring_get_vring_base(void)
 	CHECK(set_state(VHOST_USER_SET_VRING_BASE, 0, 3) == 0 &&
 	      set_vring_fd(VHOST_USER_SET_VRING_KICK, 0, T.r[0].kick) == 0 &&
 	      set_state(VHOST_USER_SET_VRING_ENABLE, 0, 1) == 0, "restart");
-	CHECK(respond(&c2, "x", 1) == 0 && used_idx(0) == 1, "resumed ring lost its chain");
+	CHECK(used_idx(0) == 1, "the answer kept while stopped was not delivered");
+	CHECK(respond(&c2, "x", 1) == 0 && used_idx(0) == 2, "resumed ring lost its chain");
 	/* Re-created from scratch (guest reset): the old chain is dropped. */
 	CHECK(fe(VHOST_USER_GET_VRING_BASE, V, &(struct vhost_vring_state_msg){ 0, 0 }, 8, NULL, 0)
 	      == 0 && rep(VHOST_USER_GET_VRING_BASE, &st, &sz), "stop");
@@ -1358,6 +1588,133 @@ static bool case_ring_get_vring_base(void)
 	CHECK(ring_setup(0, GPA_A + 0x1000, QSIZE), "re-create");
 	CHECK(respond(&c3, "x", 1) == 0 && used_idx(0) == 0, "stale chain in a new ring");
 	return good_chain_works(0, 0);
+}
+
+/* SET_VRING_ADDR is refused on a running ring like NUM and BASE. */
+static bool case_ring_addr_running(void)
+{
+	struct vu_chain c;
+	uint64_t nb = GPA_A + 0x40000;
+
+	CHECK(setup(F_RING), "setup");
+	good_chain(&T.r[0], 0);
+	CHECK(pop(0, &c) == 0, "pop");
+	CHECK(vring_addr(0, uva(nb), uva(nb + 0x1000), uva(nb + 0x2000)) > 0,
+	      "SET_VRING_ADDR accepted on a running ring");
+	CHECK(respond(&c, "0123456789AB", 12) == 0 && used_idx(0) == 1,
+	      "the ring moved anyway");
+	if (!good_chain_works(0, 4))
+		return false;
+	CHECK(qemu_stop() == 2, "stop");
+	CHECK(vring_addr(0, uva(nb), uva(nb + 0x1000), uva(nb + 0x2000)) == 0,
+	      "SET_VRING_ADDR refused on a stopped ring");
+	return true;
+}
+
+/* ---- a frontend that truncates its memory file -------------------------- */
+
+/* stderr goes to a memfd between cap_begin and cap_end. */
+static int cap_fd = -1, cap_saved = -1;
+
+static void cap_begin(void)
+{
+	fflush(stderr);
+	cap_fd = memfd_create("stderr", MFD_CLOEXEC);
+	cap_saved = dup(2);
+	dup2(cap_fd, 2);
+}
+
+static void cap_end(char *buf, size_t len)
+{
+	ssize_t n;
+
+	dup2(cap_saved, 2);
+	close(cap_saved);
+	n = pread(cap_fd, buf, len - 1, 0);
+	close(cap_fd);
+	buf[n > 0 ? n : 0] = 0;
+}
+
+static unsigned count_lines(const char *log, const char *what)
+{
+	unsigned n = 0;
+
+	for (const char *l = log; *l; ) {
+		const char *e = strchr(l, '\n');
+		size_t len = e ? (size_t)(e - l) : strlen(l);
+
+		n += memmem(l, len, what, strlen(what)) != NULL;
+		l += len + (e != NULL);
+	}
+	return n;
+}
+
+struct gpa_writer {
+	pthread_t th;
+	int ret;
+};
+
+/* Another thread (the device's event thread) writing guest memory. */
+static void *gpa_write_thread(void *arg)
+{
+	struct gpa_writer *w = arg;
+
+	vu_lock(T.dev);
+	w->ret = vu_gpa_write(T.dev, DATA_A, "frame", 5);
+	vu_unlock(T.dev);
+	return NULL;
+}
+
+/* ftruncate to 0 after SET_MEM_TABLE: the first access faults in whichever
+ * thread makes it; it fails, one error line, the device is broken (and the
+ * loop would drop the frontend), nothing else touches the memory. */
+static bool case_sigbus_truncated(void)
+{
+	struct vu_chain c, c2;
+	struct gpa_writer w = { .ret = 1 };
+	static char log[8192];
+	int r_pop, r_resp;
+	bool broken;
+
+	CHECK(setup(F_RING), "setup");
+	good_chain(&T.r[0], 0);
+	CHECK(pop(0, &c) == 0, "pop");
+	good_chain(&T.r[0], 4);
+	CHECK(ftruncate(T.memfd, 0) == 0, "truncate");
+	cap_begin();
+	pthread_create(&w.th, NULL, gpa_write_thread, &w);
+	pthread_join(w.th, NULL);
+	r_pop = pop(0, &c2);
+	r_resp = respond(&c, "x", 1);
+	broken = vu_broken(T.dev);
+	cap_end(log, sizeof(log));
+	CHECK(ftruncate(T.memfd, MEM_SIZE) == 0, "restore");
+	CHECK(w.ret == -EFAULT, "write into truncated memory: %d", w.ret);
+	CHECK(broken && r_pop == -EIO && !c2.req, "pop after the fault: %d", r_pop);
+	CHECK(r_resp == 0 && !c.req, "respond after the fault: %d", r_resp);
+	CHECK(count_lines(log, "error:") == 1 && count_lines(log, "SIGBUS") == 1,
+	      "log: '%s'", log);
+	return true;
+}
+
+/* The same fault inside vu_queue_pop on the command thread. */
+static bool case_sigbus_pop(void)
+{
+	struct vu_chain c;
+	static char log[8192];
+	int r;
+
+	CHECK(setup(F_RING), "setup");
+	good_chain(&T.r[0], 0);
+	CHECK(ftruncate(T.memfd, 0) == 0, "truncate");
+	cap_begin();
+	r = pop(0, &c);
+	cap_end(log, sizeof(log));
+	CHECK(ftruncate(T.memfd, MEM_SIZE) == 0, "restore");
+	CHECK(r == -EIO && vu_broken(T.dev) && !c.req, "pop: %d", r);
+	CHECK(count_lines(log, "error:") == 1 && count_lines(log, "SIGBUS") == 1,
+	      "log: '%s'", log);
+	return true;
 }
 
 /* ---- vu_run ------------------------------------------------------------- */
@@ -1466,6 +1823,90 @@ static bool case_run_connected(void)
 	return true;
 }
 
+/* A fresh guest memory file (the old one stays truncated for the daemon). */
+static bool mem_renew(void)
+{
+	munmap(T.mem, MEM_SIZE);
+	close(T.memfd);
+	T.memfd = memfd_create("guest", MFD_CLOEXEC);
+	if (T.memfd < 0 || ftruncate(T.memfd, MEM_SIZE))
+		return false;
+	T.mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, T.memfd, 0);
+	for (int i = 0; i < 2; i++) {
+		close(T.r[i].kick);
+		close(T.r[i].call);
+		T.r[i].kick = T.r[i].call = -1;
+	}
+	return T.mem != MAP_FAILED;
+}
+
+/* Through vu_run: a frontend truncates its memory, a write from another
+ * thread faults (connection dropped), the next frontend truncates and kicks
+ * (the fault is in the loop's own thread: dropped), the third is served. */
+static bool case_run_sigbus(void)
+{
+	char dir[] = "/tmp/test_vu.XXXXXX", path[64];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct runner rn = { .ret = -1 };
+	static char log[16384];
+	uint64_t one = 1;
+	bool ok = true;
+	int w_ret = 0;
+	char b;
+
+	CHECK(mkdtemp(dir), "mkdtemp");
+	snprintf(path, sizeof(path), "%s/sock", dir);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	CHECK(t_open(), "setup");
+	vu_disconnect(T.dev);
+	close(T.sock);
+	rn.fd = vu_listen(path);
+	rn.stop = eventfd(0, EFD_CLOEXEC);
+	CHECK(rn.fd >= 0 && rn.stop >= 0, "listen");
+	T.threaded = true;
+	echo_on_kick = true;
+	cap_begin();
+	pthread_create(&rn.th, NULL, run_thread, &rn);
+	for (int round = 0; round < 3 && ok; round++) {
+		T.sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		ok = connect(T.sock, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+		     set_u64(VHOST_USER_SET_FEATURES, F_RING) == 0 && mem_table_ab() == 0 &&
+		     ring_setup(0, GPA_A + 0x1000, QSIZE);
+		if (!ok)
+			break;
+		good_chain(&T.r[0], 0);
+		if (round == 0) {
+			ok = ftruncate(T.memfd, 0) == 0;
+			vu_lock(T.dev);
+			w_ret = vu_gpa_write(T.dev, DATA_A, "frame", 5);
+			vu_unlock(T.dev);
+			ok = ok && recv(T.sock, &b, 1, 0) == 0;
+		} else if (round == 1) {
+			ok = ftruncate(T.memfd, 0) == 0 && write(T.r[0].kick, &one, 8) == 8 &&
+			     recv(T.sock, &b, 1, 0) == 0;
+		} else {
+			ok = write(T.r[0].kick, &one, 8) == 8 && wait_call(0) && used_idx(0) == 1 &&
+			     !memcmp(gp(DATA_A + 0x100), "pong", 4);
+		}
+		close(T.sock);
+		T.sock = -1;
+		ok = ok && mem_renew();
+	}
+	ok = write(rn.stop, &one, 8) == 8 && ok;
+	pthread_join(rn.th, NULL);
+	cap_end(log, sizeof(log));
+	CHECK(ok, "a round failed; log: '%s'", log);
+	CHECK(w_ret == -EFAULT, "the faulting write returned %d", w_ret);
+	CHECK(rn.ret == 0, "vu_run returned %d", rn.ret);
+	CHECK(count_lines(log, "error:") == 2 && count_lines(log, "SIGBUS") == 2,
+	      "log: '%s'", log);
+	close(rn.fd);
+	close(rn.stop);
+	unlink(path);
+	rmdir(dir);
+	return true;
+}
+
 int main(void)
 {
 	static const struct {
@@ -1487,8 +1928,11 @@ int main(void)
 		C(ring_addr_outside), C(ring_addr_wrap), C(ring_split_regions),
 		C(ring_avail_jump), C(ring_too_many_writable), C(ring_request_too_big),
 		C(ring_enospc), C(ring_event_idx), C(ring_no_interrupt), C(ring_old_generation),
-		C(ring_get_vring_base),
-		C(run_listen), C(run_connected),
+		C(ring_get_vring_base), C(vm_stop_cont), C(vm_stop_cont_twice),
+		C(guest_reset_after_stop), C(stop_used_idx_moved), C(stop_other_ring_recreated),
+		C(ring_addr_running),
+		C(sigbus_truncated), C(sigbus_pop),
+		C(run_listen), C(run_connected), C(run_sigbus),
 #undef C
 	};
 

@@ -20,6 +20,7 @@ for variant in static asan; do
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=67
 	run_prog "e2e core ($variant daemon)" $B/tests/e2e_core
+	run_prog "e2e service conventions ($variant daemon)" $B/tests/e2e_svc
 	run_prog "e2e decoder ($variant daemon)" $B/tests/e2e_dec
 	if [ -x $B/tests/e2e_enc ]; then
 		run_prog "e2e encoder ($variant daemon)" $B/tests/e2e_enc
@@ -43,6 +44,26 @@ check "--print-capabilities reports the encoder node as virtio-id 30" sh -c \
 	"./vhost-user-video --print-capabilities --v4l2-device=$VICODEC_ENC | tr -d ' \n' | grep -q '\"role\":\"encoder\",\"virtio-id\":30'"
 check "decoder-only build refuses the encoder node" refuses $B/dec/vhost-user-video "${VICODEC_ENC}" encoder
 check "encoder-only build refuses the decoder node" refuses $B/enc/vhost-user-video "${VICODEC_DEC}" decoder
+
+# Idle RSS of the static daemon, after serving one frontend (caps).
+idle_rss() {
+	local sock=/tmp/vuv-rss.sock pid rss
+	./vhost-user-video --socket-path=$sock --v4l2-device="$VICODEC_DEC" 2>/dev/null &
+	pid=$!
+	build/tests/vuvideo-front --socket $sock caps >/dev/null || { kill $pid; return 1; }
+	rss=$(awk '$1 == "VmRSS:" {print $2}' /proc/$pid/status)
+	kill -TERM $pid
+	wait $pid || return 1
+	echo "idle RSS of the static daemon after one frontend: $rss KiB" >&2
+	[ "$rss" -lt 512 ]
+}
+check "idle RSS < 512 KiB" idle_rss
+idle_rss 2>&1 | sed -n 's/^idle RSS/vm: idle RSS/p'
+
+# The SysV init script with BusyBox start-stop-daemon: once, single-planar.
+if [ "${VICODEC_MPLANE:-0}" = 0 ]; then
+	run_prog "SysV init script (BusyBox start-stop-daemon)" tests/vm-sysv.sh
+fi
 
 echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
 [ "$TOTAL_FAIL" = 0 ]

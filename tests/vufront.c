@@ -924,7 +924,7 @@ static int set_memory(struct vuf *v)
 			 (uint32_t)(8 + VUF_NREGIONS * sizeof(t.regions[0])), fds, VUF_NREGIONS);
 }
 
-static int setup_ring(struct vuf *v, unsigned qi)
+static int setup_ring(struct vuf *v, unsigned qi, uint32_t base)
 {
 	struct vuf_queue *q = &v->q[qi];
 	struct vhost_vring_addr_msg a = {
@@ -936,7 +936,7 @@ static int setup_ring(struct vuf *v, unsigned qi)
 	int r;
 
 	if ((r = msg_state(v, VHOST_USER_SET_VRING_NUM, qi, q->num)) < 0 ||
-	    (r = msg_state(v, VHOST_USER_SET_VRING_BASE, qi, 0)) < 0 ||
+	    (r = msg_state(v, VHOST_USER_SET_VRING_BASE, qi, base)) < 0 ||
 	    (r = msg_acked(v, VHOST_USER_SET_VRING_ADDR, &a, sizeof(a), NULL, 0)) < 0 ||
 	    (r = msg_u64(v, VHOST_USER_SET_VRING_KICK, qi, q->kick_fd)) < 0 ||
 	    (r = msg_u64(v, VHOST_USER_SET_VRING_CALL, qi, q->call_fd)) < 0)
@@ -1021,7 +1021,7 @@ static int start_device(struct vuf *v, bool send_memory)
 	    (send_memory && (r = set_memory(v)) < 0))
 		return r;
 	for (unsigned i = 0; i < VUF_NQUEUES; i++)
-		if ((r = setup_ring(v, i)) < 0)
+		if ((r = setup_ring(v, i, 0)) < 0)
 			return r;
 	for (unsigned i = 0; i < VUF_NQUEUES; i++)
 		if ((r = msg_state(v, VHOST_USER_SET_VRING_ENABLE, i, 1)) < 0)
@@ -1079,6 +1079,28 @@ int vuf_restart(struct vuf *v)
 	}
 	/* ADD_MEM_REG frontends send only changes: none here. */
 	return start_device(v, !v->opts.use_add_mem_reg);
+}
+
+int vuf_resume(struct vuf *v)
+{
+	int r;
+
+	if (v->sock < 0)
+		return fail(v, -ENOTCONN, "not connected");
+	if (v->ready)
+		return fail(v, -EBUSY, "resume without vuf_stop first");
+	/* QEMU 10 vhost_dev_start after `cont` (observed: tests/qemu_stopcont):
+	 * SET_FEATURES, then each ring as it was, at the base it stopped at. */
+	if ((r = msg_u64(v, VHOST_USER_SET_FEATURES, v->features, -1)) < 0)
+		return r;
+	for (unsigned i = 0; i < VUF_NQUEUES; i++)
+		if ((r = setup_ring(v, i, v->q[i].last_base)) < 0)
+			return r;
+	for (unsigned i = 0; i < VUF_NQUEUES; i++)
+		if ((r = msg_state(v, VHOST_USER_SET_VRING_ENABLE, i, 1)) < 0)
+			return r;
+	v->ready = true;
+	return 0;
 }
 
 int vuf_stop(struct vuf *v)

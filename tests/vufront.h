@@ -147,6 +147,9 @@ int vuf_stop(struct vuf *v);
  * guest re-initialises the device (SET_FEATURES, SET_MEM_TABLE unless
  * ADD_MEM_REG was used, rings from index 0, enable, events). */
 int vuf_restart(struct vuf *v);
+/* After vuf_stop, start again as QEMU does on `cont`: the same rings at the
+ * bases GET_VRING_BASE returned, everything in flight still in flight. */
+int vuf_resume(struct vuf *v);
 /* Close the socket without a word; forget every in-flight chain. Memory and
  * rings are kept for a later vuf_connect + vuf_handshake. */
 void vuf_disconnect_abrupt(struct vuf *v);

@@ -27,9 +27,34 @@ static void fail_active(struct vvjob *jobs, unsigned n, const char *why)
 			jobs[i].ops->fail(jobs[i].job, why);
 }
 
+/* 0, or -1 after failing every active job. */
+static int pause_now(struct vuf *v, struct vvjob *jobs, unsigned n, struct vvjob_pause *p)
+{
+	char why[300];
+
+	p->done++;
+	if (vuf_stop(v) < 0)
+		snprintf(why, sizeof(why), "stop: %s", vuf_error(v));
+	else if (p->while_stopped && p->while_stopped(p->arg))
+		snprintf(why, sizeof(why), "while stopped: failed");
+	else if (vuf_resume(v) < 0)
+		snprintf(why, sizeof(why), "resume: %s", vuf_error(v));
+	else
+		return 0;
+	fail_active(jobs, n, why);
+	return -1;
+}
+
 int vvjob_run(struct vuf *v, struct vvjob *jobs, unsigned n, int timeout_ms)
 {
+	return vvjob_run_paused(v, jobs, n, timeout_ms, NULL);
+}
+
+int vvjob_run_paused(struct vuf *v, struct vvjob *jobs, unsigned n, int timeout_ms,
+		     struct vvjob_pause *pause)
+{
 	double last = now_s();
+	unsigned completed = 0;
 	char why[300];
 
 	for (unsigned i = 0; i < n; i++)
@@ -55,6 +80,9 @@ int vvjob_run(struct vuf *v, struct vvjob *jobs, unsigned n, int timeout_ms)
 				       jobs[i].ops->on_token(jobs[i].job, tok);
 			if (!mine)	/* nobody's: collect and drop */
 				vuf_wait(v, tok, NULL, 0, 0);
+			if (pause && pause->done < pause->max && ++completed % pause->every == 0 &&
+			    pause_now(v, jobs, n, pause))
+				break;
 		}
 		if (v->ring_errors) {
 			snprintf(why, sizeof(why), "ring errors: %s", vuf_error(v));

@@ -34,4 +34,17 @@ struct vvjob {
  * completion or event fails the active ones. 0 if all are done, else -1. */
 int vvjob_run(struct vuf *v, struct vvjob *jobs, unsigned n, int timeout_ms);
 
+/* VM stop/cont in the middle: every `every` completed commands (at most
+ * `max` times), vuf_stop, call while_stopped (non-zero fails every job),
+ * then vuf_resume. A completion's job usually submits and kicks new work
+ * before the stop, so the device has work while stopped. */
+struct vvjob_pause {
+	unsigned every, max;
+	int (*while_stopped)(void *arg);
+	void *arg;
+	unsigned done;			/* stop/cont cycles made */
+};
+int vvjob_run_paused(struct vuf *v, struct vvjob *jobs, unsigned n, int timeout_ms,
+		     struct vvjob_pause *pause);
+
 #endif

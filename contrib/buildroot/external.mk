@@ -1,0 +1,1 @@
+include $(sort $(wildcard $(BR2_EXTERNAL_VHOST_USER_VIDEO_PATH)/package/*/*.mk))

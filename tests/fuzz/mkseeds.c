@@ -1,0 +1,349 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mkseeds: writes the seed corpora (well-formed sessions) of the fuzz
+ * targets, in the step format of fuzz_vu_msg.c and fuzz_vring.c:
+ *   mkseeds DIR   -> DIR/fuzz_vu_msg/seed-*, DIR/fuzz_vring/seed-*
+ * `make fuzz-seeds` runs it on tests/fuzz/corpus; the output is committed.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <linux/virtio_config.h>
+#include <linux/virtio_ring.h>
+
+#include "vu.h"
+
+struct out {
+	uint8_t b[16384];
+	size_t n;
+	bool vring;		/* fuzz_vring step codes */
+};
+
+static void put(struct out *o, const void *p, size_t len)
+{
+	if (o->n + len > sizeof(o->b))
+		abort();
+	memcpy(o->b + o->n, p, len);
+	o->n += len;
+}
+
+static void u8(struct out *o, uint8_t v) { put(o, &v, 1); }
+static void u16(struct out *o, uint16_t v) { put(o, &v, 2); }
+static void u32(struct out *o, uint32_t v) { put(o, &v, 4); }
+static void u64(struct out *o, uint64_t v) { put(o, &v, 8); }
+
+/* Guest memory is the memfd; gpa 0 is offset 0 (region 0). */
+static void gwrite(struct out *o, uint32_t off, const void *p, uint8_t len)
+{
+	u8(o, o->vring ? 0 : 6);
+	u32(o, off);
+	u8(o, len);
+	put(o, p, len);
+}
+
+static void desc(struct out *o, uint32_t table, unsigned i, uint64_t addr, uint32_t len,
+		 uint16_t flags, uint16_t next)
+{
+	struct vring_desc d = { addr, len, flags, next };
+
+	gwrite(o, table + 16 * i, &d, sizeof(d));
+}
+
+/* avail ring of a ring at base: entry slot = head, idx = n. */
+static void avail(struct out *o, uint32_t base, uint16_t slot, uint16_t head, uint16_t idx)
+{
+	gwrite(o, base + 0x1000 + 4 + 2 * slot, &head, 2);
+	gwrite(o, base + 0x1000 + 2, &idx, 2);
+}
+
+/* Chain h of ring at base: 8 readable bytes, 16 writable, descriptors 2h, 2h+1. */
+static void chain(struct out *o, uint32_t base, uint16_t h, uint16_t slot)
+{
+	uint32_t data = 0x8000 + 0x100 * h;
+
+	gwrite(o, data, "request!", 8);
+	desc(o, base, 2 * h, data, 8, VRING_DESC_F_NEXT, 2 * h + 1);
+	desc(o, base, 2 * h + 1, data + 0x40, 16, VRING_DESC_F_WRITE, 0);
+	avail(o, base, slot, 2 * h, slot + 1);
+}
+
+static void op(struct out *o, uint8_t code, int arg)
+{
+	u8(o, code);
+	if (arg >= 0)
+		u8(o, (uint8_t)arg);
+}
+
+static void respond(struct out *o, uint8_t slot, uint16_t len)
+{
+	u8(o, 2);
+	u8(o, slot);
+	u16(o, len);
+}
+
+static void msg(struct out *o, uint8_t req, uint8_t sel, const void *pl, uint16_t size,
+		const uint8_t *kinds, unsigned nfds)
+{
+	u8(o, 0);
+	u8(o, req);
+	u8(o, sel);
+	u16(o, size);
+	u8(o, nfds);
+	put(o, kinds, nfds);
+	put(o, pl, size);
+}
+
+#define F_ALL ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) | \
+	       (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES))
+
+/* fuzz_vu_msg: handshake and ring 0 at gpa 0 (desc 0, avail 0x1000, used 0x2000,
+ * 16 entries), ring 1 at gpa 0x4000. */
+static void msg_session(struct out *o)
+{
+	u8(o, 12);
+	u64(o, F_ALL);
+	for (unsigned q = 0; q < 2; q++) {
+		u8(o, 13);
+		u8(o, q);
+		u16(o, q * 0x400);
+		u16(o, q * 0x400 + 0x100);
+		u16(o, q * 0x400 + 0x200);
+		u8(o, 4);
+	}
+}
+
+static void save(const char *dir, const char *name, const struct out *o)
+{
+	char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "wb");
+	if (!f || fwrite(o->b, 1, o->n, f) != o->n || fclose(f)) {
+		fprintf(stderr, "mkseeds: %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+}
+
+static void seeds_msg(const char *dir)
+{
+	struct out o;
+	uint8_t none[1] = { 0 }, ev[1] = { 1 }, mem2[2] = { 0, 0 };
+
+	/* echo: a chain kicked and answered */
+	memset(&o, 0, sizeof(o));
+	msg_session(&o);
+	chain(&o, 0, 0, 0);
+	op(&o, 8, 0);
+	save(dir, "seed-echo", &o);
+
+	/* stop with parked chains, an answer while stopped, cont, the rest */
+	memset(&o, 0, sizeof(o));
+	msg_session(&o);
+	for (uint16_t h = 0; h < 3; h++)
+		chain(&o, 0, h, h);
+	for (int i = 0; i < 3; i++)
+		op(&o, 1, 0);
+	respond(&o, 0, 8);
+	op(&o, 10, -1);
+	respond(&o, 1, 8);
+	op(&o, 11, -1);
+	respond(&o, 2, 8);
+	save(dir, "seed-stop-cont", &o);
+
+	/* parked chains answered after a reset and after a reconnect */
+	memset(&o, 0, sizeof(o));
+	msg_session(&o);
+	for (uint16_t h = 0; h < 3; h++)
+		chain(&o, 0, h, h);
+	for (int i = 0; i < 3; i++)
+		op(&o, 1, 0);
+	msg(&o, VHOST_USER_RESET_DEVICE, 0x08, NULL, 0, none, 0);
+	respond(&o, 0, 8);
+	op(&o, 5, -1);
+	respond(&o, 1, 8);
+	op(&o, 3, 2);
+	save(dir, "seed-reset", &o);
+
+	/* a guest reset after stop: rings re-created from 0 */
+	memset(&o, 0, sizeof(o));
+	msg_session(&o);
+	chain(&o, 0, 0, 0);
+	op(&o, 1, 0);
+	op(&o, 10, -1);
+	respond(&o, 0, 8);
+	msg_session(&o);
+	save(dir, "seed-guest-reset", &o);
+
+	/* the memory file shrinks under a running ring */
+	memset(&o, 0, sizeof(o));
+	msg_session(&o);
+	chain(&o, 0, 0, 0);
+	op(&o, 1, 0);
+	op(&o, 7, 1);
+	op(&o, 8, 0);
+	respond(&o, 0, 8);
+	op(&o, 7, 0);
+	msg_session(&o);
+	save(dir, "seed-truncate", &o);
+
+	/* the whole QEMU handshake as explicit messages */
+	memset(&o, 0, sizeof(o));
+	{
+		uint64_t pf = 0x8209, f = F_ALL, v;
+		struct vhost_user_mem_table t = { .nregions = 2 };
+		struct vhost_user_config_msg c = { 0, 44, 0, { 0 } };
+		struct vhost_user_mem_reg_msg reg = { 0, { 0x200000, 0x1000, 0x7f0000200000, 0 } };
+		struct vhost_vring_state_msg st;
+		struct vhost_vring_addr_msg a = { 0, 0, 0x7f0000000000, 0x7f0000002000,
+						  0x7f0000001000, 0 };
+
+		msg(&o, VHOST_USER_GET_FEATURES, 0, NULL, 0, none, 0);
+		msg(&o, VHOST_USER_GET_PROTOCOL_FEATURES, 0, NULL, 0, none, 0);
+		msg(&o, VHOST_USER_SET_PROTOCOL_FEATURES, 0x08, &pf, 8, none, 0);
+		msg(&o, VHOST_USER_GET_QUEUE_NUM, 0, NULL, 0, none, 0);
+		msg(&o, VHOST_USER_GET_MAX_MEM_SLOTS, 0, NULL, 0, none, 0);
+		msg(&o, VHOST_USER_SET_OWNER, 0, NULL, 0, none, 0);
+		for (uint64_t q = 0; q < 2; q++) {
+			msg(&o, VHOST_USER_SET_VRING_CALL, 0x08, &q, 8, ev, 1);
+			msg(&o, VHOST_USER_SET_VRING_ERR, 0x08, &q, 8, ev, 1);
+		}
+		msg(&o, VHOST_USER_GET_CONFIG, 0, &c, 12 + 44, none, 0);
+		msg(&o, VHOST_USER_SET_FEATURES, 0x08, &f, 8, none, 0);
+		t.regions[0] = (struct vhost_user_mem_region){ 0, 0x20000, 0x7f0000000000, 0 };
+		t.regions[1] = (struct vhost_user_mem_region){ 0x100000, 0x20000, 0x7f0000100000,
+							       0x20000 };
+		msg(&o, VHOST_USER_SET_MEM_TABLE, 0x08, &t, 8 + 64, mem2, 2);
+		msg(&o, VHOST_USER_ADD_MEM_REG, 0x08, &reg, sizeof(reg), mem2, 1);
+		msg(&o, VHOST_USER_REM_MEM_REG, 0x08, &reg, sizeof(reg), mem2, 0);
+		st = (struct vhost_vring_state_msg){ 0, 16 };
+		msg(&o, VHOST_USER_SET_VRING_NUM, 0x08, &st, 8, none, 0);
+		st.num = 0;
+		msg(&o, VHOST_USER_SET_VRING_BASE, 0x08, &st, 8, none, 0);
+		msg(&o, VHOST_USER_SET_VRING_ADDR, 0x08, &a, sizeof(a), none, 0);
+		v = 0;
+		msg(&o, VHOST_USER_SET_VRING_KICK, 0x08, &v, 8, ev, 1);
+		msg(&o, VHOST_USER_SET_VRING_CALL, 0x08, &v, 8, ev, 1);
+		st.num = 1;
+		msg(&o, VHOST_USER_SET_VRING_ENABLE, 0x08, &st, 8, none, 0);
+		chain(&o, 0, 0, 0);
+		op(&o, 8, 0);
+		v = 0x0f;
+		msg(&o, VHOST_USER_SET_STATUS, 0x08, &v, 8, none, 0);
+		msg(&o, VHOST_USER_GET_STATUS, 0, NULL, 0, none, 0);
+		msg(&o, VHOST_USER_SET_VRING_ADDR, 0x08, &a, sizeof(a), none, 0);
+		st.num = 0;
+		msg(&o, VHOST_USER_SET_VRING_ENABLE, 0x08, &st, 8, none, 0);
+		msg(&o, VHOST_USER_GET_VRING_BASE, 0, &st, 8, none, 0);
+		msg(&o, VHOST_USER_RESET_OWNER, 0, NULL, 0, none, 0);
+	}
+	save(dir, "seed-qemu-messages", &o);
+
+	/* hang-up mid-message, then a session on the next connection */
+	memset(&o, 0, sizeof(o));
+	op(&o, 9, 5);
+	msg_session(&o);
+	chain(&o, 0, 1, 0);
+	op(&o, 8, 0);
+	save(dir, "seed-hangup", &o);
+
+	/* an indirect chain */
+	memset(&o, 0, sizeof(o));
+	msg_session(&o);
+	desc(&o, 0x6000, 0, 0x8000, 8, VRING_DESC_F_NEXT, 1);
+	desc(&o, 0x6000, 1, 0x8100, 16, VRING_DESC_F_WRITE, 0);
+	desc(&o, 0, 0, 0x6000, 32, VRING_DESC_F_INDIRECT, 0);
+	avail(&o, 0, 0, 0, 1);
+	op(&o, 1, 0);
+	respond(&o, 0, 12);
+	op(&o, 4, 0);
+	save(dir, "seed-indirect", &o);
+}
+
+static void vring_header(struct out *o, uint8_t features, uint8_t l0, uint8_t l1)
+{
+	memset(o, 0, sizeof(*o));
+	o->vring = true;
+	u8(o, features);
+	u8(o, l0);
+	u8(o, l1);
+}
+
+static void seeds_vring(const char *dir)
+{
+	struct out o;
+
+	/* three chains on ring 0, one on ring 1 (region 1 starts at file offset 128 KiB) */
+	vring_header(&o, 3, 4, 3);
+	for (uint16_t h = 0; h < 3; h++)
+		chain(&o, 0, h, h);
+	chain(&o, 0x20000, 0, 0);
+	for (int i = 0; i < 3; i++)
+		op(&o, 1, 0);
+	op(&o, 1, 1);
+	respond(&o, 0, 8);
+	respond(&o, 1, 16);
+	respond(&o, 2, 17);
+	op(&o, 4, 0);
+	op(&o, 5, 1);
+	save(dir, "seed-chains", &o);
+
+	/* indirect table, buffers across the two regions' boundary in gpa is a hole:
+	 * a readable buffer at the end of region 0 */
+	vring_header(&o, 1, 4, 4);
+	desc(&o, 0x6000, 0, 0x1fff8, 8, VRING_DESC_F_NEXT, 1);
+	desc(&o, 0x6000, 1, 0x8100, 16, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 2);
+	desc(&o, 0x6000, 2, 0x100000 + 0x8000, 16, VRING_DESC_F_WRITE, 0);
+	desc(&o, 0, 0, 0x6000, 48, VRING_DESC_F_INDIRECT, 0);
+	avail(&o, 0, 0, 0, 1);
+	op(&o, 1, 0);
+	respond(&o, 0, 32);
+	save(dir, "seed-indirect", &o);
+
+	/* stop/cont with parked chains, EVENT_IDX */
+	vring_header(&o, 2, 3, 3);
+	for (uint16_t h = 0; h < 4; h++)
+		chain(&o, 0, h, h);
+	for (int i = 0; i < 4; i++)
+		op(&o, 1, 0);
+	respond(&o, 0, 8);
+	op(&o, 6, -1);
+	respond(&o, 1, 8);
+	respond(&o, 2, 8);
+	op(&o, 7, -1);
+	respond(&o, 3, 8);
+	op(&o, 4, 0);
+	save(dir, "seed-stop-cont", &o);
+
+	/* a loop and an avail index far ahead */
+	vring_header(&o, 0, 2, 2);
+	desc(&o, 0, 0, 0x8000, 8, VRING_DESC_F_NEXT, 1);
+	desc(&o, 0, 1, 0x8000, 8, VRING_DESC_F_NEXT, 0);
+	avail(&o, 0, 0, 0, 1);
+	op(&o, 5, 0);
+	avail(&o, 0, 1, 0, 9);
+	op(&o, 5, 0);
+	save(dir, "seed-loop", &o);
+}
+
+int main(int argc, char **argv)
+{
+	char d[4096];
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: mkseeds DIR\n");
+		return 2;
+	}
+	snprintf(d, sizeof(d), "%s/fuzz_vu_msg", argv[1]);
+	mkdir(argv[1], 0755);
+	mkdir(d, 0755);
+	seeds_msg(d);
+	snprintf(d, sizeof(d), "%s/fuzz_vring", argv[1]);
+	mkdir(d, 0755);
+	seeds_vring(d);
+	return 0;
+}
