@@ -81,9 +81,12 @@ endif
 # The default build puts the daemon at the top; other B directories keep theirs.
 DAEMON := $(if $(filter build,$(B)),vhost-user-video,$(B)/vhost-user-video)
 DAEMON_SRCS := vuvideo.c vu.c v4l2.c
+# The same daemon on the fake codec (tests/fake_m2m.c) for host unit tests.
+FAKE_DAEMON_SRCS := vuvideo.c vu.c tests/fake_m2m.c
 # Test programs: name -> sources. Each links what it tests, nothing more.
-TEST_PROGS := test_vu e2e_core e2e_dec e2e_enc vuvideo-front
+TEST_PROGS := test_vu test_vv e2e_core e2e_dec e2e_enc vuvideo-front
 test_vu_SRCS := tests/test_vu.c vu.c
+test_vv_SRCS := tests/test_vv.c tests/vvdec.c tests/vvenc.c tests/vvjob.c tests/vufront.c tests/tproc.c
 e2e_core_SRCS := tests/e2e_core.c tests/vufront.c tests/tproc.c
 e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
 e2e_enc_SRCS := tests/e2e_enc.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
@@ -143,17 +146,24 @@ $(B)/asan/$(DAEMON): $(call objs,$(B)/asan,$(DAEMON_SRCS))
 	$(quiet) LD $@
 	$(Q)$(ASAN_CC) $(VUV_CFLAGS) $(ASAN_FLAGS) -pthread -o $@ $^
 
+$(B)/tests/vhost-user-video-fake: $(call objs,$(B),$(FAKE_DAEMON_SRCS))
+	$(quiet) LD $@
+	$(Q)$(CC) $(VUV_CFLAGS) $(CFLAGS) $(VUV_LDFLAGS) $(LDFLAGS) -o $@ $^
+$(B)/asan/tests/vhost-user-video-fake: $(call objs,$(B)/asan,$(FAKE_DAEMON_SRCS))
+	$(quiet) LD $@
+	$(Q)$(ASAN_CC) $(VUV_CFLAGS) $(ASAN_FLAGS) -pthread -o $@ $^
+
 $(B)/asan/%.o: %.c $(B)/config.h | $(B)/asan/tests
 	$(quiet) CC "$< [asan]"
 	$(Q)$(ASAN_CC) $(VUV_CPPFLAGS) $(VUV_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
-tests: $(DAEMON) $(TEST_PROGS:%=$(B)/tests/%) trimmed
+tests: $(DAEMON) $(TEST_PROGS:%=$(B)/tests/%) $(B)/tests/vhost-user-video-fake trimmed
 
 # The one-role configurations, each in its own directory (make check tests them).
 trimmed:
 	$(Q)$(MAKE) --no-print-directory B=build/dec KCONFIG_CONFIG=configs/decoder_defconfig build/dec/vhost-user-video
 	$(Q)$(MAKE) --no-print-directory B=build/enc KCONFIG_CONFIG=configs/encoder_defconfig build/enc/vhost-user-video
-tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%)
+tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%) $(B)/asan/tests/vhost-user-video-fake
 
 # `make check` first installs what a fresh Debian machine lacks (as root), then
 # builds both variants and runs unit tests on the host and end-to-end tests
