@@ -114,7 +114,7 @@ $(B)/config.h: FORCE | $(B)/tests
 
 FORCE:
 
-$(B)/tests $(B)/asan/tests:
+$(B)/tests $(B)/asan/tests $(B)/gcc/tests:
 	$(Q)mkdir -p $@
 
 $(KINC)/.stamp:
@@ -146,9 +146,14 @@ $(B)/asan/$(DAEMON): $(call objs,$(B)/asan,$(DAEMON_SRCS))
 	$(quiet) LD $@
 	$(Q)$(ASAN_CC) $(VUV_CFLAGS) $(ASAN_FLAGS) -pthread -o $@ $^
 
-$(B)/tests/vhost-user-video-fake: $(call objs,$(B),$(FAKE_DAEMON_SRCS))
+# Plain gcc (dynamic glibc), so that valgrind can watch it.
+$(B)/tests/vhost-user-video-fake: $(call objs,$(B)/gcc,$(FAKE_DAEMON_SRCS))
 	$(quiet) LD $@
-	$(Q)$(CC) $(VUV_CFLAGS) $(CFLAGS) $(VUV_LDFLAGS) $(LDFLAGS) -o $@ $^
+	$(Q)$(ASAN_CC) $(VUV_CFLAGS) -pthread -o $@ $^
+
+$(B)/gcc/%.o: %.c $(B)/config.h | $(B)/gcc/tests
+	$(quiet) CC "$< [gcc]"
+	$(Q)$(ASAN_CC) $(VUV_CPPFLAGS) $(VUV_CFLAGS) -c -o $@ $<
 $(B)/asan/tests/vhost-user-video-fake: $(call objs,$(B)/asan,$(FAKE_DAEMON_SRCS))
 	$(quiet) LD $@
 	$(Q)$(ASAN_CC) $(VUV_CFLAGS) $(ASAN_FLAGS) -pthread -o $@ $^

@@ -62,6 +62,7 @@ int tdaemon_start(struct tdaemon *t, const char *daemon, const char *device, con
 	snprintf(t->log, sizeof(t->log), "%s/%s.log", dir, name);
 	snprintf(sock_arg, sizeof(sock_arg), "--socket-path=%s", t->sock);
 	snprintf(dev_arg, sizeof(dev_arg), "--v4l2-device=%s", device);
+	fflush(NULL);
 	t->pid = fork();
 	if (t->pid < 0) {
 		snprintf(err, errlen, "fork: %s", strerror(errno));
@@ -74,10 +75,21 @@ int tdaemon_start(struct tdaemon *t, const char *daemon, const char *device, con
 			dup2(fd, 1);
 			dup2(fd, 2);
 		}
+		/* VUV_DAEMON_WRAPPER="valgrind -q ...": words put before the daemon */
+		char wrap[512], *argv[40];
+		int n = 0;
+		const char *w = getenv("VUV_DAEMON_WRAPPER");
+
+		snprintf(wrap, sizeof(wrap), "%s", w ? w : "");
+		for (char *tok = strtok(wrap, " "); tok && n < 32; tok = strtok(NULL, " "))
+			argv[n++] = tok;
+		argv[n++] = (char *)daemon;
+		argv[n++] = sock_arg;
+		argv[n++] = dev_arg;
 		if (extra)
-			execl(daemon, daemon, sock_arg, dev_arg, extra, (char *)NULL);
-		else
-			execl(daemon, daemon, sock_arg, dev_arg, (char *)NULL);
+			argv[n++] = (char *)extra;
+		argv[n] = NULL;
+		execvp(argv[0], argv);
 		_exit(127);
 	}
 	if (t_wait_exit(t->pid, &st, 100) == 0) {
@@ -224,4 +236,78 @@ out:
 	if (f)
 		fclose(f);
 	return b;
+}
+
+/* ---- the runner --------------------------------------------------------------- */
+
+bool t_case_selected(const char *name)
+{
+	const char *f = getenv("VUV_CASE");
+
+	return !f || !*f || strstr(name, f);
+}
+
+int tsuite_start(struct tsuite *s)
+{
+	char err[256];
+
+	if (tdaemon_start(&s->dmn, s->daemon, s->device, s->dir, s->name, s->args, err,
+			  sizeof(err)) == 0)
+		return 0;
+	printf("FAIL starting the daemon (%s): %s\n", s->device, err);
+	s->nfail++;
+	return -1;
+}
+
+void tsuite_result(struct tsuite *s, const char *name, int r, int64_t t0_ms)
+{
+	if (r) {
+		s->nfail++;
+		printf("FAIL %s: %s\n", name, why);
+		tdaemon_log_tail(&s->dmn, stdout);
+	} else {
+		s->npass++;
+		printf("PASS %s (%.1f s)\n", name, (double)(t_now_ms() - t0_ms) / 1000);
+	}
+	fflush(stdout);
+}
+
+void tsuite_case(struct tsuite *s, const char *name, int (*fn)(void))
+{
+	char how[128];
+	int64_t t0 = t_now_ms();
+	int r;
+
+	if (!t_case_selected(name))
+		return;
+	why[0] = 0;
+	r = fn();
+	if (!r && !tdaemon_alive(&s->dmn, how, sizeof(how)))
+		r = failf("the daemon died (%s)", how);
+	tsuite_result(s, name, r, t0);
+	if (!tdaemon_alive(&s->dmn, how, sizeof(how))) {
+		printf("  restarting the daemon\n");
+		tsuite_start(s);
+	}
+}
+
+void tsuite_stop(struct tsuite *s, int timeout_ms)
+{
+	char name[200], st_s[100];
+	int64_t t0 = t_now_ms();
+	int st = 0, r;
+
+	snprintf(name, sizeof(name), "daemon (%s) exits 0 on SIGTERM after the run", s->device);
+	if (s->dmn.pid < 0)
+		return;
+	r = tdaemon_stop(&s->dmn, SIGTERM, timeout_ms, &st);
+	t_describe_status(st, st_s, sizeof(st_s));
+	tsuite_result(s, name, r ? failf("no exit within %d ms", timeout_ms)
+			  : !WIFEXITED(st) || WEXITSTATUS(st) ? failf("%s", st_s) : 0, t0);
+}
+
+int tsuite_end(const struct tsuite *s)
+{
+	printf("%u passed, %u failed\n", s->npass, s->nfail);
+	return s->nfail ? 1 : 0;
 }

@@ -35,6 +35,31 @@ int tdaemon_stop(struct tdaemon *t, int sig, int timeout_ms, int *st);
 /* The last bytes of the daemon's log, indented, to f. */
 void tdaemon_log_tail(const struct tdaemon *t, FILE *f);
 
+/* ---- the one test runner --------------------------------------------------
+ * A program has cases (int fn(void): 0, or -1 through CHECK/failf with why
+ * set) and runs them against a daemon it started. Output, one line each:
+ * "PASS name (x.y s)", "FAIL name: why" (+ the daemon's log tail), and at
+ * the end "N passed, M failed". VUV_CASE=substring runs only the cases
+ * whose name contains it. */
+struct tsuite {
+	struct tdaemon dmn;		/* the daemon the cases talk to */
+	const char *daemon, *device, *dir, *name, *args;	/* how to (re)start it */
+	unsigned npass, nfail;
+};
+
+bool t_case_selected(const char *name);
+/* Start s->dmn from the fields above; a failure is counted and printed. */
+int tsuite_start(struct tsuite *s);
+/* Run one case (if selected); the daemon must be alive after it (else the
+ * case fails and the daemon is restarted). */
+void tsuite_case(struct tsuite *s, const char *name, int (*fn)(void));
+/* Count a result computed elsewhere (r = 0 pass, else why is the reason). */
+void tsuite_result(struct tsuite *s, const char *name, int r, int64_t t0_ms);
+/* SIGTERM the daemon: it must exit 0 within timeout_ms (counted as a case). */
+void tsuite_stop(struct tsuite *s, int timeout_ms);
+/* Print the totals; the program's exit status. */
+int tsuite_end(const struct tsuite *s);
+
 /* The failure message of the case being run, and the ways to set it. */
 extern char why[1024];
 int failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
