@@ -217,6 +217,24 @@ int v4l2ctl(const char *log, const char *out, size_t want, const char *fmt, ...)
 	return failf("v4l2-ctl gave no complete output in 5 runs: %s", args);
 }
 
+int t_compare_repeated(const char *got, const char *want, unsigned times)
+{
+	size_t gl = 0, wl = 0;
+	uint8_t *g = slurp(got, &gl), *w = slurp(want, &wl);
+	int r = 0;
+
+	if (!g || !w)
+		r = failf("cannot read %s or %s", got, want);
+	else if (gl != wl * times)
+		r = failf("%s has %zu bytes, the reference %s %zu (x%u)", got, gl, want, wl, times);
+	for (size_t i = 0; !r && i < gl; i++)
+		if (g[i] != w[i % wl])
+			r = failf("%s differs from the reference %s (x%u) at byte %zu", got, want, times, i);
+	free(g);
+	free(w);
+	return r;
+}
+
 uint8_t *slurp(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
@@ -254,17 +272,20 @@ int tsuite_start(struct tsuite *s)
 	if (tdaemon_start(&s->dmn, s->daemon, s->device, s->dir, s->name, s->args, err,
 			  sizeof(err)) == 0)
 		return 0;
-	printf("FAIL starting the daemon (%s): %s\n", s->device, err);
-	s->nfail++;
-	return -1;
+	return failf("starting the daemon (%s): %s", s->device, err);
 }
 
 void tsuite_result(struct tsuite *s, const char *name, int r, int64_t t0_ms)
 {
 	if (r) {
 		s->nfail++;
-		printf("FAIL %s: %s\n", name, why);
-		tdaemon_log_tail(&s->dmn, stdout);
+		printf("FAIL %s: %s\n", name, why[0] ? why : "(no reason given)");
+		if (s->dmn.log[0])
+			tdaemon_log_tail(&s->dmn, stdout);
+		if (s->extra_log) {
+			printf("  (log of %s)\n", s->extra_log->sock);
+			tdaemon_log_tail(s->extra_log, stdout);
+		}
 	} else {
 		s->npass++;
 		printf("PASS %s (%.1f s)\n", name, (double)(t_now_ms() - t0_ms) / 1000);
@@ -272,23 +293,47 @@ void tsuite_result(struct tsuite *s, const char *name, int r, int64_t t0_ms)
 	fflush(stdout);
 }
 
-void tsuite_case(struct tsuite *s, const char *name, int (*fn)(void))
+void tsuite_skip(struct tsuite *s, const char *name, const char *reason)
+{
+	if (!t_case_selected(name))
+		return;
+	s->nskip++;
+	printf("SKIP %s: %s\n", name, reason);
+	fflush(stdout);
+}
+
+static void run_one(struct tsuite *s, const char *name, int (*fn)(void), bool daemon)
 {
 	char how[128];
 	int64_t t0 = t_now_ms();
-	int r;
+	int r = 0;
 
 	if (!t_case_selected(name))
 		return;
 	why[0] = 0;
-	r = fn();
-	if (!r && !tdaemon_alive(&s->dmn, how, sizeof(how)))
+	s->extra_log = NULL;
+	if (daemon && s->dmn.pid < 0) {
+		if (s->dmn.log[0])
+			printf("  starting the daemon again\n");
+		r = tsuite_start(s);
+	}
+	if (!r)
+		r = fn();
+	if (!r && daemon && s->dmn.pid > 0 && !tdaemon_alive(&s->dmn, how, sizeof(how)))
 		r = failf("the daemon died (%s)", how);
 	tsuite_result(s, name, r, t0);
-	if (!tdaemon_alive(&s->dmn, how, sizeof(how))) {
-		printf("  restarting the daemon\n");
-		tsuite_start(s);
-	}
+	if (daemon && s->dmn.pid > 0 && !tdaemon_alive(&s->dmn, how, sizeof(how)))
+		printf("  the daemon died (%s)\n", how);
+}
+
+void tsuite_case(struct tsuite *s, const char *name, int (*fn)(void))
+{
+	run_one(s, name, fn, true);
+}
+
+void tsuite_case_nodaemon(struct tsuite *s, const char *name, int (*fn)(void))
+{
+	run_one(s, name, fn, false);
 }
 
 void tsuite_stop(struct tsuite *s, int timeout_ms)
@@ -304,10 +349,13 @@ void tsuite_stop(struct tsuite *s, int timeout_ms)
 	t_describe_status(st, st_s, sizeof(st_s));
 	tsuite_result(s, name, r ? failf("no exit within %d ms", timeout_ms)
 			  : !WIFEXITED(st) || WEXITSTATUS(st) ? failf("%s", st_s) : 0, t0);
+	s->dmn.log[0] = '\0';	/* the next start is a first start */
 }
 
 int tsuite_end(const struct tsuite *s)
 {
+	if (s->nskip)
+		printf("(%u skipped)\n", s->nskip);
 	printf("%u passed, %u failed\n", s->npass, s->nfail);
 	return s->nfail ? 1 : 0;
 }
