@@ -86,11 +86,11 @@ FAKE_DAEMON_SRCS := vuvideo.c vu.c tests/fake_m2m.c
 # Test programs: name -> sources. Each links what it tests, nothing more.
 TEST_PROGS := test_vu test_vv e2e_core e2e_dec e2e_enc vuvideo-front
 test_vu_SRCS := tests/test_vu.c vu.c tests/tproc.c
-test_vv_SRCS := tests/test_vv.c tests/vvdec.c tests/vvenc.c tests/vvjob.c tests/vufront.c tests/tproc.c
-e2e_core_SRCS := tests/e2e_core.c tests/vufront.c tests/tproc.c
-e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
-e2e_enc_SRCS := tests/e2e_enc.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
-vuvideo-front_SRCS := tests/vvfront.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c
+test_vv_SRCS := tests/test_vv.c tests/vvdec.c tests/vvenc.c tests/vvjob.c tests/vufront.c tests/vvcmd.c tests/tproc.c
+e2e_core_SRCS := tests/e2e_core.c tests/vufront.c tests/vvcmd.c tests/tproc.c
+e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/vvcmd.c tests/tproc.c
+e2e_enc_SRCS := tests/e2e_enc.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/vvcmd.c tests/tproc.c
+vuvideo-front_SRCS := tests/vvfront.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/vvcmd.c
 
 objs = $(patsubst %.c,$(1)/%.o,$(2))
 
