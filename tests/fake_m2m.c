@@ -115,6 +115,7 @@ struct fk_ctx {
 	bool dead;
 	unsigned idle_calls;
 	bool idle_warned;
+	unsigned dead_calls;		/* calls after the device went away */
 };
 
 static pthread_mutex_t fk_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -389,6 +390,9 @@ void m2m_close(struct m2m_ctx *ctx)
 	pthread_mutex_lock(&fk_lock);
 	c = ctx_of(ctx);
 	if (c) {
+		if (c->dead)
+			fprintf(stderr, "fake_m2m: fd %d: %u calls after the device went away\n",
+				c->fd, c->dead_calls);
 		fk_table[c->fd] = NULL;
 		free_bufs(&c->q[M2M_SRC], ctx, M2M_SRC);
 		free_bufs(&c->q[M2M_DST], ctx, M2M_DST);
@@ -766,6 +770,8 @@ int m2m_probe(const char *path, struct m2m_info *info)
 	pthread_mutex_lock(&fk_lock);					\
 	c = ctx_of(ctx);						\
 	if (!c || c->dead) {						\
+		if (c)							\
+			c->dead_calls++;				\
 		pthread_mutex_unlock(&fk_lock);				\
 		return c ? -ENODEV : -EBADF;				\
 	}
