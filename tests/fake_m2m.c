@@ -116,6 +116,7 @@ struct fk_ctx {
 	unsigned idle_calls;
 	bool idle_warned;
 	unsigned dead_calls;		/* calls after the device went away */
+	unsigned idle_max;		/* longest run of idle DQBUF calls */
 };
 
 static pthread_mutex_t fk_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -393,6 +394,9 @@ void m2m_close(struct m2m_ctx *ctx)
 		if (c->dead)
 			fprintf(stderr, "fake_m2m: fd %d: %u calls after the device went away\n",
 				c->fd, c->dead_calls);
+		if (c->idle_max >= 100)
+			fprintf(stderr, "fake_m2m: fd %d: up to %u DQBUF calls in a row found nothing\n",
+				c->fd, c->idle_max);
 		fk_table[c->fd] = NULL;
 		free_bufs(&c->q[M2M_SRC], ctx, M2M_SRC);
 		free_bufs(&c->q[M2M_DST], ctx, M2M_DST);
@@ -953,7 +957,9 @@ int m2m_dqbuf(struct m2m_ctx *ctx, enum m2m_queue q, struct m2m_buf *mb)
 		r = -EAGAIN;
 	if (r) {
 		/* a daemon that keeps asking without anything to get spins */
-		if (++c->idle_calls == 10000 && !c->idle_warned) {
+		if (++c->idle_calls > c->idle_max)
+			c->idle_max = c->idle_calls;
+		if (c->idle_calls == 10000 && !c->idle_warned) {
 			c->idle_warned = true;
 			fprintf(stderr, "fake_m2m: fd %d: 10000 DQBUF calls in a row found "
 				"nothing: the caller polls busily\n", c->fd);
