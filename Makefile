@@ -89,17 +89,20 @@ endif
 # The default build puts the daemon at the top; other B directories keep theirs.
 DAEMON := $(if $(filter build,$(B)),vhost-user-video,$(B)/vhost-user-video)
 DAEMON_SRCS := vuvideo.c vu.c v4l2.c
+# The same daemon on the fake codec (tests/fake_m2m.c) for host unit tests.
+FAKE_DAEMON_SRCS := vuvideo.c vu.c tests/fake_m2m.c
 # Test programs: name -> sources. Each links what it tests, nothing more.
-TEST_PROGS := test_vu test_fmt qemu_stopcont e2e_core e2e_svc e2e_dec e2e_enc vuvideo-front
-test_vu_SRCS := tests/test_vu.c vu.c
-qemu_stopcont_SRCS := tests/qemu_stopcont.c vu.c
+TEST_PROGS := test_vu test_vv test_fmt qemu_stopcont e2e_core e2e_svc e2e_dec e2e_enc vuvideo-front
+test_vu_SRCS := tests/test_vu.c vu.c tests/tproc.c
+test_vv_SRCS := tests/test_vv.c tests/vvdec.c tests/vvenc.c tests/vvjob.c tests/vufront.c tests/vvcmd.c tests/tproc.c
+qemu_stopcont_SRCS := tests/qemu_stopcont.c vu.c tests/tproc.c
 # vu.c's own printf (static musl build) or libc's (ASan)
 test_fmt_SRCS := tests/test_fmt.c vu.c
-e2e_core_SRCS := tests/e2e_core.c tests/vufront.c tests/tproc.c
-e2e_svc_SRCS := tests/e2e_svc.c tests/vufront.c tests/tproc.c
-e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
-e2e_enc_SRCS := tests/e2e_enc.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/tproc.c
-vuvideo-front_SRCS := tests/vvfront.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c
+e2e_core_SRCS := tests/e2e_core.c tests/vufront.c tests/vvcmd.c tests/tproc.c
+e2e_svc_SRCS := tests/e2e_svc.c tests/vufront.c tests/vvcmd.c tests/tproc.c
+e2e_dec_SRCS := tests/e2e_dec.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/vvcmd.c tests/tproc.c
+e2e_enc_SRCS := tests/e2e_enc.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/vvcmd.c tests/tproc.c
+vuvideo-front_SRCS := tests/vvfront.c tests/vvenc.c tests/vvdec.c tests/vvjob.c tests/vufront.c tests/vvcmd.c
 
 objs = $(patsubst %.c,$(1)/%.o,$(2))
 
@@ -128,7 +131,7 @@ $(B)/flags: FORCE | $(B)/tests
 
 FORCE:
 
-$(B)/tests $(B)/asan/tests:
+$(B)/tests $(B)/asan/tests $(B)/gcc/tests:
 	$(Q)mkdir -p $@
 
 $(KINC)/.stamp:
@@ -157,6 +160,18 @@ endef
 $(foreach t,$(TEST_PROGS),$(eval $(call test_prog,$(t))))
 
 $(B)/asan/$(DAEMON): $(call objs,$(B)/asan,$(DAEMON_SRCS))
+	$(quiet) LD $@
+	$(Q)$(ASAN_CC) $(VUV_CFLAGS) $(ASAN_FLAGS) -pthread -o $@ $^
+
+# Plain gcc (dynamic glibc), so that valgrind can watch it.
+$(B)/tests/vhost-user-video-fake: $(call objs,$(B)/gcc,$(FAKE_DAEMON_SRCS))
+	$(quiet) LD $@
+	$(Q)$(ASAN_CC) $(VUV_CFLAGS) -pthread -o $@ $^
+
+$(B)/gcc/%.o: %.c $(B)/config.h | $(B)/gcc/tests
+	$(quiet) CC "$< [gcc]"
+	$(Q)$(ASAN_CC) $(VUV_CPPFLAGS) $(VUV_CFLAGS) -c -o $@ $<
+$(B)/asan/tests/vhost-user-video-fake: $(call objs,$(B)/asan,$(FAKE_DAEMON_SRCS))
 	$(quiet) LD $@
 	$(Q)$(ASAN_CC) $(VUV_CFLAGS) $(ASAN_FLAGS) -pthread -o $@ $^
 
@@ -209,14 +224,14 @@ fuzz:
 	$(Q)$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(B)/fuzz/%)
 	$(Q)tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-tests: $(DAEMON) $(TEST_PROGS:%=$(B)/tests/%) trimmed
+tests: $(DAEMON) $(TEST_PROGS:%=$(B)/tests/%) $(B)/tests/vhost-user-video-fake trimmed
 
 # The one-role configurations, each in its own directory (make check tests them).
 trimmed:
 	$(Q)$(MAKE) --no-print-directory B=build/dec KCONFIG_CONFIG=configs/decoder_defconfig build/dec/vhost-user-video
 	$(Q)$(MAKE) --no-print-directory B=build/enc KCONFIG_CONFIG=configs/encoder_defconfig build/enc/vhost-user-video
 tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%) \
-	$(FUZZ_TARGETS:%=$(B)/asan/tests/%-replay)
+	$(B)/asan/tests/vhost-user-video-fake $(FUZZ_TARGETS:%=$(B)/asan/tests/%-replay)
 
 # Stripped sizes of the full, decoder-only and encoder-only static builds, and
 # of the full aarch64 build when aarch64-linux-musl-gcc is there (tests/cross.sh

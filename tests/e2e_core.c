@@ -45,16 +45,10 @@
 
 static const char *daemon_path, *device;
 static char dir[256];
-static struct tdaemon td = { .pid = -1 };
+static struct tsuite suite = { .dmn = { .pid = -1 } };
 
 /* ---- helpers -------------------------------------------------------------------- */
 
-
-/* Start the daemon on DIR/x.sock, logging to DIR/x.log (appended). */
-static int start_daemon(void)
-{
-	return tdaemon_start(&td, daemon_path, device, dir, "x", NULL, why, sizeof(why));
-}
 
 static void kill_wait(pid_t pid)
 {
@@ -138,7 +132,7 @@ static int run_capture(const char *const *args, char *out, size_t outlen, char *
 static struct vuf *open_front(const struct vuf_opts *o)
 {
 	char err[512];
-	struct vuf *v = vuf_open(td.sock, o, err, sizeof(err));
+	struct vuf *v = vuf_open(suite.dmn.sock, o, err, sizeof(err));
 
 	if (!v)
 		failf("handshake: %s", err);
@@ -750,7 +744,7 @@ static int t_abrupt_disconnect(void)
 	vuf_stream_destroy(v, 1);
 	/* And a second abrupt drop right in the handshake. */
 	vuf_disconnect_abrupt(v);
-	if (vuf_connect(v, td.sock) < 0 ||
+	if (vuf_connect(v, suite.dmn.sock) < 0 ||
 	    vuf_send_msg(v, VHOST_USER_GET_FEATURES, VHOST_USER_VERSION, NULL, 0, NULL, 0) < 0)
 		return finish(v, failf("connect: %s", vuf_error(v)));
 	vuf_disconnect_abrupt(v);
@@ -791,8 +785,8 @@ static int sigterm_exits(void)
 {
 	int st;
 
-	CHECK(td.pid > 0, "daemon not running");
-	if (tdaemon_stop(&td, SIGTERM, EXIT_WAIT_MS, &st) < 0)
+	CHECK(suite.dmn.pid > 0, "daemon not running");
+	if (tdaemon_stop(&suite.dmn, SIGTERM, EXIT_WAIT_MS, &st) < 0)
 		return failf("still running %d ms after SIGTERM", EXIT_WAIT_MS);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "after SIGTERM: %s",
 	      (t_describe_status(st, why, sizeof(why)), why));
@@ -847,7 +841,7 @@ static int t_inherited_listen_fd(void)
 	snprintf(t.sock, sizeof(t.sock), "%s", a.sun_path);
 	t.pid = fork();
 	if (t.pid == 0) {
-		int log = open(td.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		int log = open(suite.dmn.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 
 		if (log >= 0) {
 			dup2(log, 1);
@@ -916,8 +910,8 @@ static void on_watchdog(int sig)
 	static const char msg[] = "FAIL watchdog: the whole run took too long\n";
 
 	(void)sig;
-	if (td.pid > 0)
-		kill(td.pid, SIGKILL);
+	if (suite.dmn.pid > 0)
+		kill(suite.dmn.pid, SIGKILL);
 	if (write(1, msg, sizeof(msg) - 1) < 0)
 		_exit(2);
 	_exit(2);
@@ -926,7 +920,6 @@ static void on_watchdog(int sig)
 int main(int argc, char **argv)
 {
 	const char *tmp = getenv("TMPDIR");
-	int passed = 0, failed = 0;
 
 	(void)argc;
 	(void)argv;
@@ -947,47 +940,30 @@ int main(int argc, char **argv)
 		printf("FAIL setup: daemon %s: %s\n0 passed, 1 failed\n", daemon_path, strerror(errno));
 		return 1;
 	}
+	suite.daemon = daemon_path;
+	suite.device = device;
+	suite.dir = dir;
+	suite.name = "x";
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const struct tcase *c = &cases[i];
-		char how[200];
-		int r;
 
-		why[0] = 0;
-		if (c->daemon && (!device || !*device)) {
-			printf("SKIP %s: VICODEC_DEC not set\n", c->name);
-			continue;
-		}
-		if (c->daemon && td.pid < 0 && start_daemon() < 0) {
-			printf("FAIL %s: %s\n", c->name, why);
-			tdaemon_log_tail(&td, stdout);
-			failed++;
-			continue;
-		}
-		r = c->fn();
-		/* A case that ends the daemon on purpose leaves td.pid = -1. */
-		if (r == 0 && c->daemon && td.pid > 0 && !tdaemon_alive(&td, how, sizeof(how)))
-			r = failf("daemon died: %s", how);
-		if (r == 0) {
-			printf("PASS %s\n", c->name);
-			passed++;
-		} else {
-			printf("FAIL %s: %s\n", c->name, why[0] ? why : "(no reason given)");
-			if (c->daemon) {
-				if (td.pid > 0 && !tdaemon_alive(&td, how, sizeof(how)))
-					printf("  daemon died: %s\n", how);
-				tdaemon_log_tail(&td, stdout);
-			}
-			failed++;
-		}
+		if (c->daemon && (!device || !*device))
+			tsuite_skip(&suite, c->name, "VICODEC_DEC not set");
+		else if (c->daemon)
+			tsuite_case(&suite, c->name, c->fn);
+		else
+			tsuite_case_nodaemon(&suite, c->name, c->fn);
 	}
-	tdaemon_stop(&td, SIGKILL, 5000, NULL);
-	unlink(td.sock);
-	if (failed) {
-		printf("daemon log kept in %s\n", td.log);
+	tsuite_stop(&suite, 5000);
+	unlink(suite.dmn.sock);
+	if (suite.nfail) {
+		printf("daemon log kept in %s/x.log\n", dir);
 	} else {
-		unlink(td.log);
+		char log[300];
+
+		snprintf(log, sizeof(log), "%s/x.log", dir);
+		unlink(log);
 		rmdir(dir);
 	}
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return tsuite_end(&suite);
 }

@@ -24,8 +24,7 @@
 
 static const char *daemon_path, *dec_node, *enc_node;
 static const char *work = "/tmp/vuv-e2e-dec";
-static struct tdaemon dmn = { .pid = -1 };
-static unsigned npass, nfail;
+static struct tsuite suite = { .dmn = { .pid = -1 } };
 
 
 /* ---- content --------------------------------------------------------------- */
@@ -79,30 +78,9 @@ static int ref_decode(const char *name, size_t bytes)
 
 #define YU12(w, h, n) ((size_t)(w) * (h) * 3 / 2 * (n))
 
-/* got must be want, times times over (a clip decoded again after a drain). */
-static int compare_repeated(const char *got, const char *want, unsigned times)
-{
-	size_t gl = 0, wl = 0;
-	uint8_t *g = slurp(got, &gl), *w = slurp(want, &wl);
-	int r = 0;
-
-	if (!g || !w) {
-		r = failf("cannot read %s or %s", got, want);
-	} else if (gl != wl * times) {
-		r = failf("%s has %zu bytes, the direct decode %s %zu (x%u)", got, gl, want, wl, times);
-	} else {
-		for (size_t i = 0; i < gl && !r; i++)
-			if (g[i] != w[i % wl])
-				r = failf("%s differs from the direct decode %s at byte %zu", got, want, i);
-	}
-	free(g);
-	free(w);
-	return r;
-}
-
 static int compare_files(const char *got, const char *want)
 {
-	return compare_repeated(got, want, 1);
+	return t_compare_repeated(got, want, 1);
 }
 
 /* ---- running decodes ---------------------------------------------------------- */
@@ -110,7 +88,7 @@ static int compare_files(const char *got, const char *want)
 static struct vuf *open_front(const struct vuf_opts *o)
 {
 	char err[256];
-	struct vuf *v = vuf_open(dmn.sock, o, err, sizeof(err));
+	struct vuf *v = vuf_open(suite.dmn.sock, o, err, sizeof(err));
 
 	if (!v)
 		failf("frontend: %s", err);
@@ -148,7 +126,7 @@ static int check_result(struct dec_job *j, bool exact)
 		      "%s: output frame %u carries the timestamp of input %d", j->clip, k,
 		      vvdec_frame_input(j->d, k));
 	snprintf(ref, sizeof(ref), "%s/%s.ref", work, j->clip);
-	return compare_repeated(j->out_path, ref, 1 + j->o.resume);
+	return t_compare_repeated(j->out_path, ref, 1 + j->o.resume);
 }
 
 static int job_init(struct vuf *v, struct dec_job *j, const char *clip, const char *tag)
@@ -544,7 +522,7 @@ static int queue_type_answer(struct vuf *v, uint32_t sid, uint32_t q, uint32_t r
 static unsigned log_count(const char *what)
 {
 	size_t len;
-	uint8_t *b = slurp(dmn.log, &len);
+	uint8_t *b = slurp(suite.dmn.log, &len);
 	unsigned n = 0;
 
 	for (const char *p = (const char *)b; b && (p = strstr(p, what)); p += strlen(what))
@@ -750,34 +728,6 @@ out:
 
 /* ---- main ------------------------------------------------------------------------ */
 
-static void run(const char *name, int (*fn)(void))
-{
-	char how[128];
-	int64_t t0 = t_now_ms();
-	int r;
-
-	why[0] = 0;
-	r = fn();
-	if (!r && !tdaemon_alive(&dmn, how, sizeof(how)))
-		r = failf("the daemon died (%s)", how);
-	if (r) {
-		nfail++;
-		printf("FAIL %s: %s\n", name, why);
-		tdaemon_log_tail(&dmn, stdout);
-	} else {
-		npass++;
-		printf("PASS %s (%.1f s)\n", name, (double)(t_now_ms() - t0) / 1000);
-	}
-	fflush(stdout);
-	if (!tdaemon_alive(&dmn, how, sizeof(how))) {
-		char err[256];
-
-		printf("  restarting the daemon\n");
-		if (tdaemon_start(&dmn, daemon_path, dec_node, work, "daemon", "-v", err, sizeof(err)))
-			printf("  %s\n", err);
-	}
-}
-
 int main(void)
 {
 	static const struct { const char *name; int (*fn)(void); } cases[] = {
@@ -801,8 +751,6 @@ int main(void)
 		{ "bad input: clear errors, then a correct decode", t_bad_input },
 		{ "VM stop/cont mid-decode: answers kept while stopped, byte-exact", t_stop_cont_mid_decode },
 	};
-	char err[256];
-	int st;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	daemon_path = getenv("VUV_DAEMON");
@@ -827,27 +775,13 @@ int main(void)
 		return 1;
 	}
 	printf("test content ready in %s\n", work);
-	if (tdaemon_start(&dmn, daemon_path, dec_node, work, "daemon",
-			  getenv("VUV_DAEMON_ARGS") ? getenv("VUV_DAEMON_ARGS") : "-v", err,
-			  sizeof(err))) {
-		printf("FAIL starting the daemon: %s\n", err);
-		printf("0 passed, 1 failed\n");
-		return 1;
-	}
+	suite.daemon = daemon_path;
+	suite.device = dec_node;
+	suite.dir = work;
+	suite.name = "daemon";
+	suite.args = getenv("VUV_DAEMON_ARGS") ? getenv("VUV_DAEMON_ARGS") : "-v";
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		if (!getenv("VUV_CASE") || strstr(cases[i].name, getenv("VUV_CASE")))
-			run(cases[i].name, cases[i].fn);
-	if (tdaemon_stop(&dmn, SIGTERM, 5000, &st) || !WIFEXITED(st) || WEXITSTATUS(st)) {
-		char s[100];
-
-		t_describe_status(st, s, sizeof(s));
-		printf("FAIL daemon exits 0 on SIGTERM after the run (%s)\n", s);
-		tdaemon_log_tail(&dmn, stdout);
-		nfail++;
-	} else {
-		printf("PASS daemon exits 0 on SIGTERM after the run\n");
-		npass++;
-	}
-	printf("%u passed, %u failed\n", npass, nfail);
-	return nfail ? 1 : 0;
+		tsuite_case(&suite, cases[i].name, cases[i].fn);
+	tsuite_stop(&suite, 5000);
+	return tsuite_end(&suite);
 }

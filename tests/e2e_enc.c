@@ -30,9 +30,7 @@
 
 static const char *daemon_path, *dec_node, *enc_node;
 static const char *work = "/tmp/vuv-e2e-enc";
-static struct tdaemon dmn = { .pid = -1 };
-static const struct tdaemon *extra_log;	/* a second daemon whose log helps */
-static unsigned npass, nfail;
+static struct tsuite suite = { .dmn = { .pid = -1 } };
 
 
 __attribute__((format(printf, 1, 2)))
@@ -139,25 +137,6 @@ static int same_files(const char *a, const char *b, size_t *al, size_t *bl, size
 	return r;
 }
 
-/* got must be want, times times over (a clip encoded again after a drain). */
-static int compare_repeated(const char *got, const char *want, unsigned times)
-{
-	size_t gl = 0, wl = 0;
-	uint8_t *g = slurp(got, &gl), *w = slurp(want, &wl);
-	int r = 0;
-
-	if (!g || !w)
-		r = failf("cannot read %s or %s", got, want);
-	else if (gl != wl * times)
-		r = failf("%s has %zu bytes, %s %zu (x%u)", got, gl, want, wl, times);
-	for (size_t i = 0; !r && i < gl; i++)
-		if (g[i] != w[i % wl])
-			r = failf("%s differs from %s (x%u) at byte %zu", got, want, times, i);
-	free(g);
-	free(w);
-	return r;
-}
-
 
 static uint32_t be32(const uint8_t *p)
 {
@@ -178,7 +157,7 @@ static struct vuf *open_at(const char *sock, const struct vuf_opts *o)
 
 static struct vuf *open_front(const struct vuf_opts *o)
 {
-	return open_at(dmn.sock, o);
+	return open_at(suite.dmn.sock, o);
 }
 
 struct enc_job {
@@ -231,7 +210,7 @@ static int compare_with_direct(struct enc_job *j)
 	snprintf(ref, sizeof(ref), "%s/%s.direct.yuv", work, j->clip);
 	snprintf(direct, sizeof(direct), "%s/%s.direct.fwht", work, j->clip);
 	if (v4l2_decode(j->out_path, yuv, j->c->w, j->c->h, vvenc_result(j->e)->frames_out) ||
-	    compare_repeated(yuv, ref, 1 + j->o.resume))
+	    t_compare_repeated(yuv, ref, 1 + j->o.resume))
 		return -1;
 	if (j->o.resume)
 		return 0;
@@ -1150,7 +1129,7 @@ static int t_gop_ctrl(void)
 	snprintf(arg, sizeof(arg), "--v4l2-ctrl=0x%08x=5", CID_GOP_SIZE);
 	if (tdaemon_start(&d2, daemon_path, enc_node, work, "daemon-gop5", arg, err, sizeof(err)))
 		return failf("starting the daemon with %s: %s", arg, err);
-	extra_log = &d2;
+	suite.extra_log = &d2;
 	v = open_at(d2.sock, NULL);
 	r = v ? 0 : -1;
 	if (!r) {
@@ -1171,44 +1150,11 @@ static int t_gop_ctrl(void)
 		r = failf("the daemon with %s did not exit on SIGTERM", arg);
 	if (r)
 		return r;
-	extra_log = NULL;
+	suite.extra_log = NULL;
 	return 0;
 }
 
 /* ---- main ------------------------------------------------------------------------------ */
-
-static void run(const char *name, int (*fn)(void))
-{
-	char how[128];
-	int64_t t0 = t_now_ms();
-	int r;
-
-	why[0] = 0;
-	extra_log = NULL;
-	r = fn();
-	if (!r && !tdaemon_alive(&dmn, how, sizeof(how)))
-		r = failf("the daemon died (%s)", how);
-	if (r) {
-		nfail++;
-		printf("FAIL %s: %s\n", name, why);
-		tdaemon_log_tail(&dmn, stdout);
-		if (extra_log) {
-			printf("  (log of %s)\n", extra_log->sock);
-			tdaemon_log_tail(extra_log, stdout);
-		}
-	} else {
-		npass++;
-		printf("PASS %s (%.1f s)\n", name, (double)(t_now_ms() - t0) / 1000);
-	}
-	fflush(stdout);
-	if (!tdaemon_alive(&dmn, how, sizeof(how))) {
-		char err[256];
-
-		printf("  restarting the daemon\n");
-		if (tdaemon_start(&dmn, daemon_path, enc_node, work, "daemon", "-v", err, sizeof(err)))
-			printf("  %s\n", err);
-	}
-}
 
 int main(void)
 {
@@ -1234,8 +1180,6 @@ int main(void)
 		{ "bad input: clear errors, then a correct encode", t_bad_input },
 		{ "GOP 5 via --v4l2-ctrl=0x009909cb=5: keyframes every 5 frames", t_gop_ctrl },
 	};
-	char err[256];
-	int st;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	daemon_path = getenv("VUV_DAEMON");
@@ -1258,25 +1202,13 @@ int main(void)
 			return 1;
 		}
 	printf("test content ready in %s\n", work);
-	if (tdaemon_start(&dmn, daemon_path, enc_node, work, "daemon", "-v", err, sizeof(err))) {
-		printf("FAIL starting the daemon: %s\n", err);
-		printf("0 passed, 1 failed\n");
-		return 1;
-	}
+	suite.daemon = daemon_path;
+	suite.device = enc_node;
+	suite.dir = work;
+	suite.name = "daemon";
+	suite.args = "-v";
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		if (!getenv("VUV_CASE") || strstr(cases[i].name, getenv("VUV_CASE")))
-			run(cases[i].name, cases[i].fn);
-	if (tdaemon_stop(&dmn, SIGTERM, 5000, &st) || !WIFEXITED(st) || WEXITSTATUS(st)) {
-		char s[100];
-
-		t_describe_status(st, s, sizeof(s));
-		printf("FAIL daemon exits 0 on SIGTERM after the run (%s)\n", s);
-		tdaemon_log_tail(&dmn, stdout);
-		nfail++;
-	} else {
-		printf("PASS daemon exits 0 on SIGTERM after the run\n");
-		npass++;
-	}
-	printf("%u passed, %u failed\n", npass, nfail);
-	return nfail ? 1 : 0;
+		tsuite_case(&suite, cases[i].name, cases[i].fn);
+	tsuite_stop(&suite, 5000);
+	return tsuite_end(&suite);
 }

@@ -437,7 +437,7 @@ static bool case_stop_cont(void)
 {
 	static const uint16_t heads[4] = { 0, 2, 4, 6 };
 
-	CHECK(guest_probe() && guest_init(), "%s", th_why);
+	CHECK(guest_probe() && guest_init(), "%s", why);
 	for (uint16_t h = 0; h < 4; h++)
 		guest_post(h);
 	guest_kick(0);
@@ -494,7 +494,7 @@ static bool case_guest_reset(void)
 	vu_lock(D.dev);
 	before = D.resets;
 	vu_unlock(D.dev);
-	CHECK(guest_init(), "re-init: %s", th_why);
+	CHECK(guest_init(), "re-init: %s", why);
 	/* a chain on the fresh ring proves the device runs; its kick comes
 	 * after every message of the restart */
 	guest_post(0);
@@ -559,8 +559,11 @@ int main(int argc, char **argv)
 	if (!D.dev || rn.fd < 0 || rn.stop < 0 || pthread_create(&rn.th, NULL, run_thread, &rn))
 		return 1;
 	if (!qemu_start(qemu_dir, vu_sock)) {
-		printf("FAIL qemu start: %s (log: %s/qemu.log)\n", th_why, Q.dir);
-		th_failed++;
+		char msg[sizeof(why)];
+
+		snprintf(msg, sizeof(msg), "%.900s (log: %s/qemu.log)", why, Q.dir);
+		snprintf(why, sizeof(why), "%s", msg);
+		tsuite_result(&th_suite, "qemu start", -1, t_now_ms());
 	} else {
 		th_run("qemu_stop_cont", case_stop_cont);
 		th_run("qemu_stop_cont_again", case_stop_cont_again);

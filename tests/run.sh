@@ -125,6 +125,17 @@ run_prog "unit: vhost-user engine (ASan+UBSan)" $B/asan/tests/test_vu
 run_prog "unit: vhost-user engine (valgrind)" \
 	valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite $B/tests/test_vu
 
+# The device model on the fake codec: the plain daemon, the ASan+UBSan
+# daemon, and the plain daemon under valgrind.
+run_prog "unit: device model on the fake codec" $B/tests/test_vv
+run_prog "unit: device model (ASan+UBSan)" \
+	env VUV_FAKE_DAEMON=$B/asan/tests/vhost-user-video-fake \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=67 $B/asan/tests/test_vv
+run_prog "unit: device model (valgrind)" \
+	env VUV_DAEMON_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite" \
+	$B/tests/test_vv
+
 # vu.c against the real QEMU 10 (the guest-driver fixture) with the qtest
 # accelerator playing the guest: VM stop/cont with parked chains, guest reset.
 run_prog "unit: vhost-user engine against QEMU (stop/cont)" $B/tests/qemu_stopcont ../shared/guest-driver/qemu

@@ -1270,17 +1270,17 @@ static bool case_ring_event_idx(void)
 	struct ring *r = &T.r[0];
 
 	CHECK(setup(F_RING), "setup");
-	CHECK(good_chain_works(0, 0), "%s", th_why);
+	CHECK(good_chain_works(0, 0), "%s", why);
 	notify(0);
 	CHECK(calls(0) == 1, "first notification missing");
 	notify(0);
 	CHECK(calls(0) == 0, "notified with nothing new");
 	r->avail->ring[QSIZE] = 10;		/* used_event: wake me at 11 */
-	CHECK(good_chain_works(0, 0), "%s", th_why);
+	CHECK(good_chain_works(0, 0), "%s", why);
 	notify(0);
 	CHECK(calls(0) == 0, "used_event ignored");
 	r->avail->ring[QSIZE] = 2;		/* used idx goes 2 -> 3 */
-	CHECK(good_chain_works(0, 0), "%s", th_why);
+	CHECK(good_chain_works(0, 0), "%s", why);
 	notify(0);
 	CHECK(calls(0) == 1, "used_event crossed, no notification");
 	CHECK(avail_event(r) == 3, "avail_event");
@@ -1293,11 +1293,11 @@ static bool case_ring_no_interrupt(void)
 
 	CHECK(setup(F_RING & ~F(VIRTIO_RING_F_EVENT_IDX)), "setup");
 	r->avail->flags = VRING_AVAIL_F_NO_INTERRUPT;
-	CHECK(good_chain_works(0, 0), "%s", th_why);
+	CHECK(good_chain_works(0, 0), "%s", why);
 	notify(0);
 	CHECK(calls(0) == 0, "NO_INTERRUPT ignored");
 	r->avail->flags = 0;
-	CHECK(good_chain_works(0, 0), "%s", th_why);
+	CHECK(good_chain_works(0, 0), "%s", why);
 	notify(0);
 	CHECK(calls(0) == 1, "no notification");
 	return true;

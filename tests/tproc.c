@@ -62,6 +62,7 @@ int tdaemon_start(struct tdaemon *t, const char *daemon, const char *device, con
 	snprintf(t->log, sizeof(t->log), "%s/%s.log", dir, name);
 	snprintf(sock_arg, sizeof(sock_arg), "--socket-path=%s", t->sock);
 	snprintf(dev_arg, sizeof(dev_arg), "--v4l2-device=%s", device);
+	fflush(NULL);
 	t->pid = fork();
 	if (t->pid < 0) {
 		snprintf(err, errlen, "fork: %s", strerror(errno));
@@ -74,10 +75,21 @@ int tdaemon_start(struct tdaemon *t, const char *daemon, const char *device, con
 			dup2(fd, 1);
 			dup2(fd, 2);
 		}
+		/* VUV_DAEMON_WRAPPER="valgrind -q ...": words put before the daemon */
+		char wrap[512], *argv[40];
+		int n = 0;
+		const char *w = getenv("VUV_DAEMON_WRAPPER");
+
+		snprintf(wrap, sizeof(wrap), "%s", w ? w : "");
+		for (char *tok = strtok(wrap, " "); tok && n < 32; tok = strtok(NULL, " "))
+			argv[n++] = tok;
+		argv[n++] = (char *)daemon;
+		argv[n++] = sock_arg;
+		argv[n++] = dev_arg;
 		if (extra)
-			execl(daemon, daemon, sock_arg, dev_arg, extra, (char *)NULL);
-		else
-			execl(daemon, daemon, sock_arg, dev_arg, (char *)NULL);
+			argv[n++] = (char *)extra;
+		argv[n] = NULL;
+		execvp(argv[0], argv);
 		_exit(127);
 	}
 	if (t_wait_exit(t->pid, &st, 100) == 0) {
@@ -205,6 +217,24 @@ int v4l2ctl(const char *log, const char *out, size_t want, const char *fmt, ...)
 	return failf("v4l2-ctl gave no complete output in 5 runs: %s", args);
 }
 
+int t_compare_repeated(const char *got, const char *want, unsigned times)
+{
+	size_t gl = 0, wl = 0;
+	uint8_t *g = slurp(got, &gl), *w = slurp(want, &wl);
+	int r = 0;
+
+	if (!g || !w)
+		r = failf("cannot read %s or %s", got, want);
+	else if (gl != wl * times)
+		r = failf("%s has %zu bytes, the reference %s %zu (x%u)", got, gl, want, wl, times);
+	for (size_t i = 0; !r && i < gl; i++)
+		if (g[i] != w[i % wl])
+			r = failf("%s differs from the reference %s (x%u) at byte %zu", got, want, times, i);
+	free(g);
+	free(w);
+	return r;
+}
+
 uint8_t *slurp(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
@@ -224,4 +254,108 @@ out:
 	if (f)
 		fclose(f);
 	return b;
+}
+
+/* ---- the runner --------------------------------------------------------------- */
+
+bool t_case_selected(const char *name)
+{
+	const char *f = getenv("VUV_CASE");
+
+	return !f || !*f || strstr(name, f);
+}
+
+int tsuite_start(struct tsuite *s)
+{
+	char err[256];
+
+	if (tdaemon_start(&s->dmn, s->daemon, s->device, s->dir, s->name, s->args, err,
+			  sizeof(err)) == 0)
+		return 0;
+	return failf("starting the daemon (%s): %s", s->device, err);
+}
+
+void tsuite_result(struct tsuite *s, const char *name, int r, int64_t t0_ms)
+{
+	if (r) {
+		s->nfail++;
+		printf("FAIL %s: %s\n", name, why[0] ? why : "(no reason given)");
+		if (s->dmn.log[0])
+			tdaemon_log_tail(&s->dmn, stdout);
+		if (s->extra_log) {
+			printf("  (log of %s)\n", s->extra_log->sock);
+			tdaemon_log_tail(s->extra_log, stdout);
+		}
+	} else {
+		s->npass++;
+		printf("PASS %s (%.1f s)\n", name, (double)(t_now_ms() - t0_ms) / 1000);
+	}
+	fflush(stdout);
+}
+
+void tsuite_skip(struct tsuite *s, const char *name, const char *reason)
+{
+	if (!t_case_selected(name))
+		return;
+	s->nskip++;
+	printf("SKIP %s: %s\n", name, reason);
+	fflush(stdout);
+}
+
+static void run_one(struct tsuite *s, const char *name, int (*fn)(void), bool daemon)
+{
+	char how[128];
+	int64_t t0 = t_now_ms();
+	int r = 0;
+
+	if (!t_case_selected(name))
+		return;
+	why[0] = 0;
+	s->extra_log = NULL;
+	if (daemon && s->dmn.pid < 0) {
+		if (s->dmn.log[0])
+			printf("  starting the daemon again\n");
+		r = tsuite_start(s);
+	}
+	if (!r)
+		r = fn();
+	if (!r && daemon && s->dmn.pid > 0 && !tdaemon_alive(&s->dmn, how, sizeof(how)))
+		r = failf("the daemon died (%s)", how);
+	tsuite_result(s, name, r, t0);
+	if (daemon && s->dmn.pid > 0 && !tdaemon_alive(&s->dmn, how, sizeof(how)))
+		printf("  the daemon died (%s)\n", how);
+}
+
+void tsuite_case(struct tsuite *s, const char *name, int (*fn)(void))
+{
+	run_one(s, name, fn, true);
+}
+
+void tsuite_case_nodaemon(struct tsuite *s, const char *name, int (*fn)(void))
+{
+	run_one(s, name, fn, false);
+}
+
+void tsuite_stop(struct tsuite *s, int timeout_ms)
+{
+	char name[200], st_s[100];
+	int64_t t0 = t_now_ms();
+	int st = 0, r;
+
+	snprintf(name, sizeof(name), "daemon (%s) exits 0 on SIGTERM after the run", s->device);
+	if (s->dmn.pid < 0)
+		return;
+	r = tdaemon_stop(&s->dmn, SIGTERM, timeout_ms, &st);
+	t_describe_status(st, st_s, sizeof(st_s));
+	tsuite_result(s, name, r ? failf("no exit within %d ms", timeout_ms)
+			  : !WIFEXITED(st) || WEXITSTATUS(st) ? failf("%s", st_s) : 0, t0);
+	s->dmn.log[0] = '\0';	/* the next start is a first start */
+}
+
+int tsuite_end(const struct tsuite *s)
+{
+	if (s->nskip)
+		printf("(%u skipped)\n", s->nskip);
+	printf("%u passed, %u failed\n", s->npass, s->nfail);
+	return s->nfail ? 1 : 0;
 }

@@ -35,6 +35,37 @@ int tdaemon_stop(struct tdaemon *t, int sig, int timeout_ms, int *st);
 /* The last bytes of the daemon's log, indented, to f. */
 void tdaemon_log_tail(const struct tdaemon *t, FILE *f);
 
+/* ---- the one test runner --------------------------------------------------
+ * A program has cases (int fn(void): 0, or -1 through CHECK/failf with why
+ * set) and runs them against a daemon it started. Output, one line each:
+ * "PASS name (x.y s)", "FAIL name: why" (+ the daemon's log tail), and at
+ * the end "N passed, M failed". VUV_CASE=substring runs only the cases
+ * whose name contains it. */
+struct tsuite {
+	struct tdaemon dmn;		/* the daemon the cases talk to (pid -1: none) */
+	const char *daemon, *device, *dir, *name, *args;	/* how to start it */
+	const struct tdaemon *extra_log;	/* another daemon whose log a failure shows;
+					 * reset before every case */
+	unsigned npass, nfail, nskip;
+};
+
+bool t_case_selected(const char *name);
+/* Start s->dmn from the fields above; 0, or -1 with why set. */
+int tsuite_start(struct tsuite *s);
+/* Run one case if selected. Its daemon is started first if it is not
+ * running (a case may stop it on purpose: pid -1); if it was running after
+ * the case, it must still be alive. */
+void tsuite_case(struct tsuite *s, const char *name, int (*fn)(void));
+/* The same for a case that needs no daemon (nothing started or checked). */
+void tsuite_case_nodaemon(struct tsuite *s, const char *name, int (*fn)(void));
+void tsuite_skip(struct tsuite *s, const char *name, const char *reason);
+/* Count a result computed elsewhere (r = 0 pass, else why is the reason). */
+void tsuite_result(struct tsuite *s, const char *name, int r, int64_t t0_ms);
+/* SIGTERM the daemon: it must exit 0 within timeout_ms (counted as a case). */
+void tsuite_stop(struct tsuite *s, int timeout_ms);
+/* Print the totals; the program's exit status. */
+int tsuite_end(const struct tsuite *s);
+
 /* The failure message of the case being run, and the ways to set it. */
 extern char why[1024];
 int failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -47,6 +78,9 @@ int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * runs. 0, or -1 with why set. */
 int v4l2ctl(const char *log, const char *out, size_t want, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* got must be the file want, times times over (a clip decoded again
+ * after a drain); 0, or -1 with why set. */
+int t_compare_repeated(const char *got, const char *want, unsigned times);
 /* A whole file in memory (malloc, one spare byte), or NULL. */
 uint8_t *slurp(const char *path, size_t *len);
 

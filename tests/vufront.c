@@ -52,8 +52,7 @@ struct vuf_slot {
 
 /* ---- errors and logging --------------------------------------------------- */
 
-__attribute__((format(printf, 3, 4)))
-static int fail(struct vuf *v, int err, const char *fmt, ...)
+int vuf_fail(struct vuf *v, int err, const char *fmt, ...)
 {
 	char msg[sizeof(v->err)];
 	va_list ap;
@@ -115,97 +114,10 @@ static uint32_t rd32(const uint8_t *p)
 	return le32toh(x);
 }
 
-static uint64_t rd64(const uint8_t *p)
-{
-	uint64_t x;
-
-	memcpy(&x, p, 8);
-	return le64toh(x);
-}
 
 /* ---- names ------------------------------------------------------------------ */
 
-static const char *const cmd_names[] = {
-	[0x00] = "QUERY_CAPABILITY", [0x01] = "STREAM_CREATE", [0x02] = "STREAM_DESTROY",
-	[0x03] = "STREAM_DRAIN", [0x04] = "RESOURCE_CREATE", [0x05] = "RESOURCE_QUEUE",
-	[0x06] = "RESOURCE_DESTROY_ALL", [0x07] = "QUEUE_CLEAR", [0x08] = "GET_PARAMS",
-	[0x09] = "SET_PARAMS", [0x0A] = "QUERY_CONTROL", [0x0B] = "GET_CONTROL",
-	[0x0C] = "SET_CONTROL", [0x0D] = "GET_PARAMS_EXT", [0x0E] = "SET_PARAMS_EXT",
-};
-
-static const char *const resp_names[] = {
-	[0x00] = "OK_NODATA", [0x01] = "OK_QUERY_CAPABILITY", [0x02] = "OK_RESOURCE_QUEUE",
-	[0x03] = "OK_GET_PARAMS", [0x04] = "OK_QUERY_CONTROL", [0x05] = "OK_GET_CONTROL",
-};
-
-static const char *const err_names[] = {
-	[0x00] = "ERR_INVALID_OPERATION", [0x01] = "ERR_OUT_OF_MEMORY",
-	[0x02] = "ERR_INVALID_STREAM_ID", [0x03] = "ERR_INVALID_RESOURCE_ID",
-	[0x04] = "ERR_INVALID_PARAMETER", [0x05] = "ERR_UNSUPPORTED_CONTROL",
-};
-
 #define NAME(tab, i) ((size_t)(i) < sizeof(tab) / sizeof((tab)[0]) && (tab)[i] ? (tab)[i] : NULL)
-
-const char *vuf_cmd_name(uint32_t type)
-{
-	const char *n = NULL;
-
-	if (type >= 0x100 && type < 0x200)
-		n = NAME(cmd_names, type - 0x100);
-	else if (type >= 0x200 && type < 0x300)
-		n = NAME(resp_names, type - 0x200);
-	else if (type >= 0x300 && type < 0x400)
-		n = NAME(err_names, type - 0x300);
-	return n ? n : "unknown";
-}
-
-bool vuf_resp_type_valid(uint32_t type)
-{
-	return (type >= 0x200 && type <= 0x205) || vuf_resp_type_is_error(type);
-}
-
-bool vuf_resp_type_is_error(uint32_t type)
-{
-	return type >= 0x300 && type <= 0x305;
-}
-
-static const char *const raw_fmt_names[] = {
-	[1] = "ARGB8888", [2] = "BGRA8888", [3] = "NV12", [4] = "YUV420", [5] = "YVU420",
-};
-
-static const char *const coded_fmt_names[] = {
-	[0] = "MPEG2", [1] = "MPEG4", [2] = "H264", [3] = "HEVC", [4] = "VP8", [5] = "VP9",
-	[6] = "FWHT",
-};
-
-const char *vuf_format_name(uint32_t fmt)
-{
-	const char *n = NULL;
-
-	if (fmt < 0x1000)
-		n = NAME(raw_fmt_names, fmt);
-	else
-		n = NAME(coded_fmt_names, fmt - 0x1000);
-	return n ? n : "unknown";
-}
-
-const char *vuf_queue_type_name(uint32_t qt)
-{
-	return qt == VIRTIO_VIDEO_QUEUE_TYPE_INPUT ? "input" :
-	       qt == VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT ? "output" : "unknown";
-}
-
-static const char *const control_names[] = {
-	[1] = "BITRATE", [2] = "PROFILE", [3] = "LEVEL", [4] = "FORCE_KEYFRAME",
-	[5] = "BITRATE_MODE", [6] = "BITRATE_PEAK", [7] = "PREPEND_SPSPPS_TO_IDR",
-};
-
-const char *vuf_control_name(uint32_t ctrl)
-{
-	const char *n = NAME(control_names, ctrl);
-
-	return n ? n : "unknown";
-}
 
 static const char *const feature_names[64] = {
 	[VIRTIO_VIDEO_F_RESOURCE_GUEST_PAGES] = "RESOURCE_GUEST_PAGES",
@@ -316,17 +228,17 @@ static int mem_setup(struct vuf *v)
 	size_t sz[VUF_NREGIONS] = { s0, s1 };
 
 	if (!s0 || !s1 || s0 % VUF_PAGE || s1 % VUF_PAGE || s1 > VUF_REGION0_GPA - VUF_REGION1_GPA - VUF_PAGE)
-		return fail(v, -EINVAL, "bad region sizes %zu, %zu", s0, s1);
+		return vuf_fail(v, -EINVAL, "bad region sizes %zu, %zu", s0, s1);
 	if (!v->opts.separate_memfds) {
 		int fd = new_memfd(s0 + s1);
 		uint8_t *base;
 
 		if (fd < 0)
-			return fail(v, fd, "memfd_create: %s", strerror(-fd));
+			return vuf_fail(v, fd, "memfd_create: %s", strerror(-fd));
 		base = mmap(NULL, s0 + s1, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		if (base == MAP_FAILED) {
 			close(fd);
-			return fail(v, -ENOMEM, "mmap guest memory: %s", strerror(errno));
+			return vuf_fail(v, -ENOMEM, "mmap guest memory: %s", strerror(errno));
 		}
 		v->reg[1] = (struct vuf_region){ gpa[1], s1, base, 0, fd, 0 };
 		v->reg[0] = (struct vuf_region){ gpa[0], s0, base + s1, s1, fd, 0 };
@@ -337,11 +249,11 @@ static int mem_setup(struct vuf *v)
 		uint8_t *va;
 
 		if (fd < 0)
-			return fail(v, fd, "memfd_create: %s", strerror(-fd));
+			return vuf_fail(v, fd, "memfd_create: %s", strerror(-fd));
 		va = mmap(NULL, sz[i], PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		if (va == MAP_FAILED) {
 			close(fd);
-			return fail(v, -ENOMEM, "mmap guest memory: %s", strerror(errno));
+			return vuf_fail(v, -ENOMEM, "mmap guest memory: %s", strerror(errno));
 		}
 		v->reg[i] = (struct vuf_region){ gpa[i], sz[i], va, 0, fd, 0 };
 	}
@@ -379,7 +291,7 @@ uint64_t vuf_alloc(struct vuf *v, size_t len, size_t align, int region)
 	r = &v->reg[region];
 	off = align_up(r->next, align);
 	if (off > r->size || len > r->size - off) {
-		fail(v, -ENOMEM, "guest memory region %d exhausted (%zu bytes wanted)", region, len);
+		vuf_fail(v, -ENOMEM, "guest memory region %d exhausted (%zu bytes wanted)", region, len);
 		return 0;
 	}
 	r->next = off + len;
@@ -409,13 +321,13 @@ int vuf_alloc_contig(struct vuf *v, size_t len, int region, struct vuf_sglist *o
 
 	memset(out, 0, sizeof(*out));
 	if (!len || len > UINT32_MAX)
-		return fail(v, -EINVAL, "bad buffer length %zu", len);
+		return vuf_fail(v, -EINVAL, "bad buffer length %zu", len);
 	gpa = vuf_alloc(v, len, VUF_PAGE, region);
 	if (!gpa)
 		return -ENOMEM;
 	out->e = malloc(sizeof(*out->e));
 	if (!out->e)
-		return fail(v, -ENOMEM, "out of memory");
+		return vuf_fail(v, -ENOMEM, "out of memory");
 	out->e[0] = (struct vuf_sg){ gpa, (uint32_t)len };
 	out->n = 1;
 	out->len = len;
@@ -428,10 +340,10 @@ int vuf_alloc_scattered(struct vuf *v, size_t len, struct vuf_sglist *out)
 
 	memset(out, 0, sizeof(*out));
 	if (!len || n > UINT32_MAX)
-		return fail(v, -EINVAL, "bad buffer length %zu", len);
+		return vuf_fail(v, -EINVAL, "bad buffer length %zu", len);
 	out->e = calloc(n, sizeof(*out->e));
 	if (!out->e)
-		return fail(v, -ENOMEM, "out of memory");
+		return vuf_fail(v, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < n; i++) {
 		int region = (int)(i & 1);
 		uint64_t gpa = vuf_alloc(v, VUF_PAGE, VUF_PAGE, region);
@@ -463,7 +375,7 @@ static int sg_copy(struct vuf *v, const struct vuf_sglist *l, size_t off, void *
 	uint8_t *p = buf;
 
 	if (off > l->len || len > l->len - off)
-		return fail(v, -EINVAL, "copy of %zu bytes at %zu beyond a %zu-byte buffer",
+		return vuf_fail(v, -EINVAL, "copy of %zu bytes at %zu beyond a %zu-byte buffer",
 			    len, off, l->len);
 	for (unsigned i = 0; i < l->n && len; i++) {
 		size_t n;
@@ -478,7 +390,7 @@ static int sg_copy(struct vuf *v, const struct vuf_sglist *l, size_t off, void *
 			n = len;
 		g = vuf_va_range(v, l->e[i].gpa + off, n);
 		if (!g)
-			return fail(v, -EFAULT, "sg entry %u not in guest memory", i);
+			return vuf_fail(v, -EFAULT, "sg entry %u not in guest memory", i);
 		if (to_guest)
 			memcpy(g, p, n);
 		else
@@ -523,7 +435,7 @@ static int queue_alloc(struct vuf *v, unsigned qi)
 	q->free_stack = calloc(n, sizeof(*q->free_stack));
 	q->slots = calloc(n, sizeof(*q->slots));
 	if (!q->free_stack || !q->slots)
-		return fail(v, -ENOMEM, "out of memory");
+		return vuf_fail(v, -ENOMEM, "out of memory");
 	return 0;
 }
 
@@ -563,7 +475,7 @@ static int queue_fds(struct vuf *v, struct vuf_queue *q)
 	q->call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	q->err_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (q->kick_fd < 0 || q->call_fd < 0 || q->err_fd < 0)
-		return fail(v, -errno, "eventfd: %s", strerror(errno));
+		return vuf_fail(v, -errno, "eventfd: %s", strerror(errno));
 	return 0;
 }
 
@@ -586,14 +498,14 @@ static int send_all(struct vuf *v, const struct iovec *iov, int iovcnt, const in
 	int ret = 0;
 
 	if (v->sock < 0)
-		return fail(v, -ENOTCONN, "not connected");
+		return vuf_fail(v, -ENOTCONN, "not connected");
 	if (nfds > 16)
-		return fail(v, -EINVAL, "too many fds");
+		return vuf_fail(v, -EINVAL, "too many fds");
 	for (int i = 0; i < iovcnt; i++)
 		total += iov[i].iov_len;
 	flat = malloc(total ? total : 1);
 	if (!flat)
-		return fail(v, -ENOMEM, "out of memory");
+		return vuf_fail(v, -ENOMEM, "out of memory");
 	for (int i = 0; i < iovcnt; i++) {
 		memcpy(flat + off, iov[i].iov_base, iov[i].iov_len);
 		off += iov[i].iov_len;
@@ -625,11 +537,11 @@ static int send_all(struct vuf *v, const struct iovec *iov, int iovcnt, const in
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN) {
-			ret = fail(v, -errno, "send: %s", strerror(errno));
+			ret = vuf_fail(v, -errno, "send: %s", strerror(errno));
 			break;
 		}
 		if (poll(&p, 1, remaining_ms(deadline)) == 0) {
-			ret = fail(v, -ETIMEDOUT, "send: daemon not reading for %d ms",
+			ret = vuf_fail(v, -ETIMEDOUT, "send: daemon not reading for %d ms",
 				   v->opts.reply_timeout_ms);
 			break;
 		}
@@ -674,14 +586,14 @@ static int recv_full(struct vuf *v, void *buf, size_t len, int64_t deadline)
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
-			return fail(v, -errno, "poll: %s", strerror(errno));
+			return vuf_fail(v, -errno, "poll: %s", strerror(errno));
 		if (r == 0)
 			return -ETIMEDOUT;
 		n = recvmsg(v->sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n < 0)
-			return fail(v, -errno, "recv: %s", strerror(errno));
+			return vuf_fail(v, -errno, "recv: %s", strerror(errno));
 		if (n == 0)
 			return -EPIPE;
 		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
@@ -708,12 +620,12 @@ int vuf_recv_reply(struct vuf *v, struct vhost_user_hdr *hdr, void *buf, size_t 
 	int r;
 
 	if (v->sock < 0)
-		return fail(v, -ENOTCONN, "not connected");
+		return vuf_fail(v, -ENOTCONN, "not connected");
 	r = recv_full(v, hdr, sizeof(*hdr), deadline);
 	if (r == -ETIMEDOUT)
-		return fail(v, r, "no reply within %d ms", timeout_ms);
+		return vuf_fail(v, r, "no reply within %d ms", timeout_ms);
 	if (r == -EPIPE)
-		return fail(v, r, "daemon closed the connection");
+		return vuf_fail(v, r, "daemon closed the connection");
 	if (r < 0)
 		return r;
 	if (v->opts.verbose)
@@ -721,25 +633,25 @@ int vuf_recv_reply(struct vuf *v, struct vhost_user_hdr *hdr, void *buf, size_t 
 			vuf_request_name(hdr->request), hdr->flags, hdr->size);
 	if ((hdr->flags & VHOST_USER_VERSION_MASK) != VHOST_USER_VERSION ||
 	    !(hdr->flags & VHOST_USER_REPLY_MASK))
-		return fail(v, -EPROTO, "reply to %s with bad flags 0x%x",
+		return vuf_fail(v, -EPROTO, "reply to %s with bad flags 0x%x",
 			    vuf_request_name(hdr->request), hdr->flags);
 	if (hdr->size > MAX_REPLY)
-		return fail(v, -EPROTO, "reply to %s claims %u bytes",
+		return vuf_fail(v, -EPROTO, "reply to %s claims %u bytes",
 			    vuf_request_name(hdr->request), hdr->size);
 	r = recv_full(v, buf, hdr->size < max ? hdr->size : max, deadline);
 	if (r < 0)
-		return fail(v, r, "reply to %s: payload: %s", vuf_request_name(hdr->request),
+		return vuf_fail(v, r, "reply to %s: payload: %s", vuf_request_name(hdr->request),
 			    strerror(-r));
 	for (left = hdr->size > max ? hdr->size - max : 0; left;) {
 		size_t n = left < sizeof(sink) ? left : sizeof(sink);
 
 		r = recv_full(v, sink, n, deadline);
 		if (r < 0)
-			return fail(v, r, "reply payload: %s", strerror(-r));
+			return vuf_fail(v, r, "reply payload: %s", strerror(-r));
 		left -= n;
 	}
 	if (hdr->size > max)
-		return fail(v, -EMSGSIZE, "reply to %s of %u bytes, expected at most %zu",
+		return vuf_fail(v, -EMSGSIZE, "reply to %s of %u bytes, expected at most %zu",
 			    vuf_request_name(hdr->request), hdr->size, max);
 	return (int)hdr->size;
 }
@@ -757,13 +669,13 @@ int vuf_wait_hangup(struct vuf *v, int timeout_ms)
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
-			return fail(v, -ETIMEDOUT, "daemon kept the connection open for %d ms",
+			return vuf_fail(v, -ETIMEDOUT, "daemon kept the connection open for %d ms",
 				    timeout_ms);
 		n = recv(v->sock, sink, sizeof(sink), MSG_DONTWAIT);
 		if (n == 0 || (n < 0 && errno == ECONNRESET))
 			return 0;
 		if (n < 0 && errno != EAGAIN && errno != EINTR)
-			return fail(v, -errno, "recv: %s", strerror(errno));
+			return vuf_fail(v, -errno, "recv: %s", strerror(errno));
 	}
 }
 
@@ -773,12 +685,12 @@ static int expect_reply(struct vuf *v, uint32_t request, void *buf, size_t len)
 	int r = vuf_recv_reply(v, &h, buf, len, v->opts.reply_timeout_ms);
 
 	if (r < 0)
-		return fail(v, r, "%s: %s", vuf_request_name(request), v->err);
+		return vuf_fail(v, r, "%s: %s", vuf_request_name(request), v->err);
 	if (h.request != request)
-		return fail(v, -EPROTO, "%s answered with request %u (%s)",
+		return vuf_fail(v, -EPROTO, "%s answered with request %u (%s)",
 			    vuf_request_name(request), h.request, vuf_request_name(h.request));
 	if ((size_t)r != len)
-		return fail(v, -EPROTO, "%s reply of %d bytes, expected %zu",
+		return vuf_fail(v, -EPROTO, "%s reply of %d bytes, expected %zu",
 			    vuf_request_name(request), r, len);
 	return 0;
 }
@@ -806,7 +718,7 @@ static int msg_acked(struct vuf *v, uint32_t request, const void *payload, uint3
 	if (r < 0)
 		return r;
 	if (status)
-		return fail(v, -EIO, "%s: daemon answered failure (%" PRIu64 ")",
+		return vuf_fail(v, -EIO, "%s: daemon answered failure (%" PRIu64 ")",
 			    vuf_request_name(request), status);
 	return 0;
 }
@@ -830,21 +742,21 @@ int vuf_get_config(struct vuf *v, uint32_t offset, void *buf, uint32_t size)
 	int r;
 
 	if (size > VU_MAX_CONFIG)
-		return fail(v, -EINVAL, "config size %u too large", size);
+		return vuf_fail(v, -EINVAL, "config size %u too large", size);
 	r = vuf_send_msg(v, VHOST_USER_GET_CONFIG, VHOST_USER_VERSION, &m,
 			 VHOST_USER_CONFIG_HDR_SIZE + size, NULL, 0);
 	if (r < 0)
 		return r;
 	r = vuf_recv_reply(v, &h, &m, sizeof(m), v->opts.reply_timeout_ms);
 	if (r < 0)
-		return fail(v, r, "GET_CONFIG: %s", v->err);
+		return vuf_fail(v, r, "GET_CONFIG: %s", v->err);
 	if (h.request != VHOST_USER_GET_CONFIG)
-		return fail(v, -EPROTO, "GET_CONFIG answered with %s", vuf_request_name(h.request));
+		return vuf_fail(v, -EPROTO, "GET_CONFIG answered with %s", vuf_request_name(h.request));
 	if (r == 0)
-		return fail(v, -EIO, "GET_CONFIG refused (empty reply)");
+		return vuf_fail(v, -EIO, "GET_CONFIG refused (empty reply)");
 	if ((uint32_t)r < VHOST_USER_CONFIG_HDR_SIZE || m.size > (uint32_t)r - VHOST_USER_CONFIG_HDR_SIZE ||
 	    m.size > size)
-		return fail(v, -EPROTO, "GET_CONFIG reply of %d bytes with size %u", r, m.size);
+		return vuf_fail(v, -EPROTO, "GET_CONFIG reply of %d bytes with size %u", r, m.size);
 	memcpy(buf, m.payload, m.size);
 	return (int)m.size;
 }
@@ -857,7 +769,7 @@ int vuf_connect(struct vuf *v, const char *path)
 	size_t len = strlen(path);
 
 	if (len >= sizeof(sa.sun_path) || len >= sizeof(v->path))
-		return fail(v, -ENAMETOOLONG, "socket path too long: %s", path);
+		return vuf_fail(v, -ENAMETOOLONG, "socket path too long: %s", path);
 	memmove(v->path, path, len + 1);
 	memcpy(sa.sun_path, path, len + 1);
 	close_fd(&v->sock);
@@ -865,7 +777,7 @@ int vuf_connect(struct vuf *v, const char *path)
 		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), e;
 
 		if (fd < 0)
-			return fail(v, -errno, "socket: %s", strerror(errno));
+			return vuf_fail(v, -errno, "socket: %s", strerror(errno));
 		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
 			v->sock = fd;
 			return 0;
@@ -874,7 +786,7 @@ int vuf_connect(struct vuf *v, const char *path)
 		close(fd);
 		if ((e != ENOENT && e != ECONNREFUSED && e != EAGAIN && e != EINTR) ||
 		    now_ms() >= deadline)
-			return fail(v, -e, "connect %s: %s", path,
+			return vuf_fail(v, -e, "connect %s: %s", path,
 				    e == EAGAIN ? "the daemon is not accepting (backlog full)" :
 				    strerror(e));
 		nanosleep(&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
@@ -954,7 +866,7 @@ static int negotiate(struct vuf *v)
 	if ((r = vuf_get_u64(v, VHOST_USER_GET_FEATURES, &v->dev_features)) < 0)
 		return r;
 	if (!(v->dev_features & (1ull << VHOST_USER_F_PROTOCOL_FEATURES)))
-		return fail(v, -ENOTSUP, "daemon does not offer PROTOCOL_FEATURES");
+		return vuf_fail(v, -ENOTSUP, "daemon does not offer PROTOCOL_FEATURES");
 	if ((r = vuf_get_u64(v, VHOST_USER_GET_PROTOCOL_FEATURES, &v->dev_protocol_features)) < 0)
 		return r;
 	want = OUR_PROTOCOL_FEATURES;
@@ -967,27 +879,27 @@ static int negotiate(struct vuf *v)
 	if (r < 0)
 		return r;
 	if (!vuf_has_protocol_feature(v, VHOST_USER_PROTOCOL_F_CONFIG))
-		return fail(v, -ENOTSUP, "daemon does not offer the CONFIG protocol feature");
+		return vuf_fail(v, -ENOTSUP, "daemon does not offer the CONFIG protocol feature");
 	if (vuf_has_protocol_feature(v, VHOST_USER_PROTOCOL_F_MQ)) {
 		if ((r = vuf_get_u64(v, VHOST_USER_GET_QUEUE_NUM, &v->queue_num)) < 0)
 			return r;
 		if (v->queue_num < VUF_NQUEUES)
-			return fail(v, -ENOTSUP, "daemon has %" PRIu64 " queues", v->queue_num);
+			return vuf_fail(v, -ENOTSUP, "daemon has %" PRIu64 " queues", v->queue_num);
 	}
 	if (vuf_has_protocol_feature(v, VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) {
 		if ((r = vuf_get_u64(v, VHOST_USER_GET_MAX_MEM_SLOTS, &v->max_mem_slots)) < 0)
 			return r;
 	} else if (v->opts.use_add_mem_reg) {
-		return fail(v, -ENOTSUP, "ADD_MEM_REG wanted, CONFIGURE_MEM_SLOTS not offered");
+		return vuf_fail(v, -ENOTSUP, "ADD_MEM_REG wanted, CONFIGURE_MEM_SLOTS not offered");
 	}
 	if (v->opts.use_add_mem_reg && v->max_mem_slots < VUF_NREGIONS)
-		return fail(v, -ENOTSUP, "daemon has %" PRIu64 " memory slots", v->max_mem_slots);
+		return vuf_fail(v, -ENOTSUP, "daemon has %" PRIu64 " memory slots", v->max_mem_slots);
 	if ((r = msg_acked(v, VHOST_USER_SET_OWNER, NULL, 0, NULL, 0)) < 0)
 		return r;
 	if ((r = vuf_get_u64(v, VHOST_USER_GET_FEATURES, &f2)) < 0)
 		return r;
 	if (f2 != v->dev_features)
-		return fail(v, -EPROTO, "GET_FEATURES changed: 0x%" PRIx64 " then 0x%" PRIx64,
+		return vuf_fail(v, -EPROTO, "GET_FEATURES changed: 0x%" PRIx64 " then 0x%" PRIx64,
 			    v->dev_features, f2);
 	return 0;
 }
@@ -1003,11 +915,11 @@ static int choose_features(struct vuf *v)
 		want |= 1ull << VIRTIO_RING_F_EVENT_IDX;
 	v->features = v->dev_features & want;
 	if (!vuf_has_feature(v, VIRTIO_F_VERSION_1))
-		return fail(v, -ENOTSUP, "daemon does not offer VERSION_1");
+		return vuf_fail(v, -ENOTSUP, "daemon does not offer VERSION_1");
 	if (!vuf_has_feature(v, VIRTIO_VIDEO_F_RESOURCE_GUEST_PAGES))
-		return fail(v, -ENOTSUP, "daemon does not offer RESOURCE_GUEST_PAGES");
+		return vuf_fail(v, -ENOTSUP, "daemon does not offer RESOURCE_GUEST_PAGES");
 	if (v->opts.use_indirect && !vuf_has_feature(v, VIRTIO_RING_F_INDIRECT_DESC))
-		return fail(v, -ENOTSUP, "indirect descriptors wanted, not offered");
+		return vuf_fail(v, -ENOTSUP, "indirect descriptors wanted, not offered");
 	return 0;
 }
 
@@ -1068,9 +980,9 @@ int vuf_restart(struct vuf *v)
 	uint64_t cnt;
 
 	if (v->sock < 0)
-		return fail(v, -ENOTCONN, "not connected");
+		return vuf_fail(v, -ENOTCONN, "not connected");
 	if (v->ready)
-		return fail(v, -EBUSY, "restart without vuf_stop first");
+		return vuf_fail(v, -EBUSY, "restart without vuf_stop first");
 	v->ev_posted = 0;
 	for (unsigned i = 0; i < VUF_NQUEUES; i++) {
 		queue_reset(&v->q[i], true);
@@ -1086,9 +998,9 @@ int vuf_resume(struct vuf *v)
 	int r;
 
 	if (v->sock < 0)
-		return fail(v, -ENOTCONN, "not connected");
+		return vuf_fail(v, -ENOTCONN, "not connected");
 	if (v->ready)
-		return fail(v, -EBUSY, "resume without vuf_stop first");
+		return vuf_fail(v, -EBUSY, "resume without vuf_stop first");
 	/* QEMU 10 vhost_dev_start after `cont` (observed: tests/qemu_stopcont):
 	 * SET_FEATURES, then each ring as it was, at the base it stopped at. */
 	if ((r = msg_u64(v, VHOST_USER_SET_FEATURES, v->features, -1)) < 0)
@@ -1117,7 +1029,7 @@ int vuf_stop(struct vuf *v)
 		if (r < 0 || (r = expect_reply(v, VHOST_USER_GET_VRING_BASE, &s, sizeof(s))) < 0)
 			return r;
 		if (s.index != i)
-			return fail(v, -EPROTO, "GET_VRING_BASE %u answered for ring %u", i, s.index);
+			return vuf_fail(v, -EPROTO, "GET_VRING_BASE %u answered for ring %u", i, s.index);
 		v->q[i].last_base = s.num;
 	}
 	v->ready = false;
@@ -1243,9 +1155,9 @@ int vuf_kick(struct vuf *v, unsigned qi)
 	uint64_t one = 1;
 
 	if (qi >= VUF_NQUEUES || v->q[qi].kick_fd < 0)
-		return fail(v, -EINVAL, "no kick fd for queue %u", qi);
+		return vuf_fail(v, -EINVAL, "no kick fd for queue %u", qi);
 	if (write(v->q[qi].kick_fd, &one, sizeof(one)) != sizeof(one))
-		return fail(v, -errno, "kick: %s", strerror(errno));
+		return vuf_fail(v, -errno, "kick: %s", strerror(errno));
 	return 0;
 }
 
@@ -1281,12 +1193,12 @@ int vuf_submit_bufs(struct vuf *v, unsigned qi, const struct vuf_buf *b, unsigne
 	uint16_t ids[VUF_MAX_BUFS], head;
 
 	if (!v->ready)
-		return fail(v, -ENOTCONN, "not connected (handshake not done)");
+		return vuf_fail(v, -ENOTCONN, "not connected (handshake not done)");
 	if (qi >= VUF_NQUEUES || !n || n > VUF_MAX_BUFS)
-		return fail(v, -EINVAL, "bad chain: queue %u, %u buffers", qi, n);
+		return vuf_fail(v, -EINVAL, "bad chain: queue %u, %u buffers", qi, n);
 	q = &v->q[qi];
 	if (q->nfree < ndesc)
-		return fail(v, -ENOSPC, "queue %u full (%u of %u descriptors in use)", qi,
+		return vuf_fail(v, -ENOSPC, "queue %u full (%u of %u descriptors in use)", qi,
 			    q->num - q->nfree, q->num);
 	for (unsigned i = 0; i < ndesc; i++)
 		ids[i] = q->free_stack[--q->nfree];
@@ -1454,18 +1366,18 @@ static int wait_done(struct vuf *v, unsigned qi, struct vuf_slot *target,
 			return 0;
 		}
 		if (!v->ready)
-			return fail(v, -ENOTCONN, "not connected");
+			return vuf_fail(v, -ENOTCONN, "not connected");
 		r = poll(p, 2, remaining_ms(deadline));
 		if (r < 0 && errno != EINTR)
-			return fail(v, -errno, "poll: %s", strerror(errno));
+			return vuf_fail(v, -errno, "poll: %s", strerror(errno));
 		if (r == 0)
 			break;
 		if (p[1].revents & (POLLHUP | POLLERR))
-			return fail(v, -EPIPE, "daemon closed the connection while we waited "
+			return vuf_fail(v, -EPIPE, "daemon closed the connection while we waited "
 				    "on queue %u", qi);
 		if (p[0].revents & POLLIN)
 			if (read(q->call_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-				return fail(v, -errno, "read call fd: %s", strerror(errno));
+				return vuf_fail(v, -errno, "read call fd: %s", strerror(errno));
 	}
 	/*
 	 * Timed out without a call. Is there a completion the device did not
@@ -1491,14 +1403,14 @@ static int wait_done(struct vuf *v, unsigned qi, struct vuf_slot *target,
 			return -EPROTO;
 		}
 		if (read(q->call_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-			return fail(v, -errno, "read call fd: %s", strerror(errno));
+			return vuf_fail(v, -errno, "read call fd: %s", strerror(errno));
 	}
 	vuf_reap(v, qi);
 	if (target ? target->done : first_done(v, qi) != NULL) {
 		*found = target ? target : first_done(v, qi);
 		return 0;
 	}
-	return fail(v, -ETIMEDOUT, "queue %u: no completion within %d ms", qi, timeout_ms);
+	return vuf_fail(v, -ETIMEDOUT, "queue %u: no completion within %d ms", qi, timeout_ms);
 }
 
 /* Copy what the device wrote, give the descriptors back. */
@@ -1523,7 +1435,7 @@ static int collect(struct vuf *v, unsigned qi, struct vuf_slot *s, void *resp, s
 		want -= n;
 	}
 	if (s->overlong)
-		r = fail(v, -EPROTO, "used length %u exceeds the %u writable bytes", s->used_len,
+		r = vuf_fail(v, -EPROTO, "used length %u exceeds the %u writable bytes", s->used_len,
 			 s->wr_total);
 	for (unsigned i = s->ndesc; i-- > 0;)
 		q->free_stack[q->nfree++] = s->ids[i];
@@ -1539,7 +1451,7 @@ int vuf_wait(struct vuf *v, uint64_t token, void *resp, size_t max, int timeout_
 	int r, used;
 
 	if (!s)
-		return fail(v, -EINVAL, "unknown or already collected token 0x%" PRIx64, token);
+		return vuf_fail(v, -EINVAL, "unknown or already collected token 0x%" PRIx64, token);
 	r = wait_done(v, qi, s, &found, timeout_ms);
 	if (!s->done)
 		return r;
@@ -1593,11 +1505,11 @@ int vuf_submit(struct vuf *v, const void *req, size_t req_len, const void *paylo
 	int r;
 
 	if (!v->ready)
-		return fail(v, -ENOTCONN, "not connected (handshake not done)");
+		return vuf_fail(v, -ENOTCONN, "not connected (handshake not done)");
 	if (req_len > UINT32_MAX || payload_len > UINT32_MAX || resp_len > UINT32_MAX)
-		return fail(v, -EINVAL, "buffer too large");
+		return vuf_fail(v, -EINVAL, "buffer too large");
 	if (!q->nfree)
-		return fail(v, -ENOSPC, "commandq full (%u descriptors in use)", q->num);
+		return vuf_fail(v, -ENOSPC, "commandq full (%u descriptors in use)", q->num);
 	/* vuf_submit_bufs takes the head from the top of the free stack. */
 	head = q->free_stack[q->nfree - 1];
 	if ((r = ensure_scratch(v, head, off_resp + resp_len)) < 0)
@@ -1627,324 +1539,6 @@ int vuf_cmd(struct vuf *v, const void *req, size_t req_len, const void *payload,
 	int r = vuf_submit(v, req, req_len, payload, payload_len, resp_len, &t);
 
 	return r < 0 ? r : vuf_wait(v, t, resp, resp_len, timeout_ms);
-}
-
-int vuf_wait_type(struct vuf *v, uint64_t token, void *resp, size_t resp_len,
-		  size_t min_len, int timeout_ms)
-{
-	struct virtio_video_cmd_hdr h;
-	uint32_t type;
-	int r;
-
-	if (!resp) {
-		resp = &h;
-		resp_len = sizeof(h);
-	}
-	r = vuf_wait(v, token, resp, resp_len, timeout_ms);
-	if (r < 0)
-		return r;
-	if ((size_t)r < sizeof(h))
-		return fail(v, -EPROTO, "response of %d bytes, shorter than a header", r);
-	type = rd32(resp);
-	if (!vuf_resp_type_is_error(type) && (size_t)r < min_len)
-		return fail(v, -EPROTO, "%s response of %d bytes, expected %zu", vuf_cmd_name(type),
-			    r, min_len);
-	return (int)type;
-}
-
-static int simple_cmd(struct vuf *v, const void *req, size_t len, void *resp, size_t resp_len,
-		      size_t min_len, int timeout_ms)
-{
-	uint64_t t;
-	int r = vuf_submit(v, req, len, NULL, 0, resp_len, &t);
-
-	return r < 0 ? r : vuf_wait_type(v, t, resp, resp_len, min_len, timeout_ms);
-}
-
-static struct virtio_video_cmd_hdr mkhdr(uint32_t type, uint32_t stream_id)
-{
-	return (struct virtio_video_cmd_hdr){ htole32(type), htole32(stream_id) };
-}
-
-int vuf_stream_create(struct vuf *v, uint32_t stream_id, uint32_t in_mem_type,
-		      uint32_t out_mem_type, uint32_t coded_format, const char *tag)
-{
-	struct virtio_video_stream_create c = {
-		.hdr = mkhdr(VIRTIO_VIDEO_CMD_STREAM_CREATE, stream_id),
-		.in_mem_type = htole32(in_mem_type),
-		.out_mem_type = htole32(out_mem_type),
-		.coded_format = htole32(coded_format),
-	};
-
-	if (tag)
-		snprintf((char *)c.tag, sizeof(c.tag), "%s", tag);
-	return simple_cmd(v, &c, sizeof(c), NULL, 8, 8, v->opts.cmd_timeout_ms);
-}
-
-int vuf_stream_destroy(struct vuf *v, uint32_t stream_id)
-{
-	struct virtio_video_cmd_hdr c = mkhdr(VIRTIO_VIDEO_CMD_STREAM_DESTROY, stream_id);
-
-	return simple_cmd(v, &c, sizeof(c), NULL, 8, 8, v->opts.cmd_timeout_ms);
-}
-
-int vuf_stream_drain_submit(struct vuf *v, uint32_t stream_id, uint64_t *token)
-{
-	struct virtio_video_cmd_hdr c = mkhdr(VIRTIO_VIDEO_CMD_STREAM_DRAIN, stream_id);
-
-	return vuf_submit(v, &c, sizeof(c), NULL, 0, 8, token);
-}
-
-int vuf_stream_drain(struct vuf *v, uint32_t stream_id, int timeout_ms)
-{
-	uint64_t t;
-	int r = vuf_stream_drain_submit(v, stream_id, &t);
-
-	return r < 0 ? r : vuf_wait_type(v, t, NULL, 0, 8, timeout_ms);
-}
-
-int vuf_resource_create(struct vuf *v, uint32_t stream_id, uint32_t queue_type,
-			uint32_t resource_id, uint32_t planes_layout, uint32_t num_planes,
-			const uint32_t *plane_offsets, const struct vuf_sglist *mem, unsigned n_mem)
-{
-	struct virtio_video_resource_create c = {
-		.hdr = mkhdr(VIRTIO_VIDEO_CMD_RESOURCE_CREATE, stream_id),
-		.queue_type = htole32(queue_type),
-		.resource_id = htole32(resource_id),
-		.planes_layout = htole32(planes_layout),
-		.num_planes = htole32(num_planes),
-	};
-	struct virtio_video_mem_entry *e;
-	size_t total = 0, k = 0;
-	uint64_t t;
-	int r;
-
-	if (n_mem > VIRTIO_VIDEO_MAX_PLANES)
-		return fail(v, -EINVAL, "%u planes", n_mem);
-	for (unsigned p = 0; p < VIRTIO_VIDEO_MAX_PLANES; p++)
-		c.plane_offsets[p] = htole32(plane_offsets && p < num_planes ? plane_offsets[p] : 0);
-	for (unsigned p = 0; p < n_mem; p++) {
-		c.num_entries[p] = htole32(mem[p].n);
-		total += mem[p].n;
-	}
-	e = calloc(total ? total : 1, sizeof(*e));
-	if (!e)
-		return fail(v, -ENOMEM, "out of memory");
-	for (unsigned p = 0; p < n_mem; p++)
-		for (unsigned i = 0; i < mem[p].n; i++, k++) {
-			e[k].addr = htole64(mem[p].e[i].gpa);
-			e[k].length = htole32(mem[p].e[i].len);
-		}
-	r = vuf_submit(v, &c, sizeof(c), e, total * sizeof(*e), 8, &t);
-	free(e);
-	return r < 0 ? r : vuf_wait_type(v, t, NULL, 0, 8, v->opts.cmd_timeout_ms);
-}
-
-int vuf_resource_queue(struct vuf *v, uint32_t stream_id, uint32_t queue_type,
-		       uint32_t resource_id, uint64_t timestamp, unsigned num_data_sizes,
-		       const uint32_t *data_sizes, uint64_t *token)
-{
-	struct virtio_video_resource_queue c = {
-		.hdr = mkhdr(VIRTIO_VIDEO_CMD_RESOURCE_QUEUE, stream_id),
-		.queue_type = htole32(queue_type),
-		.resource_id = htole32(resource_id),
-		.timestamp = htole64(timestamp),
-		.num_data_sizes = htole32(num_data_sizes),
-	};
-
-	for (unsigned i = 0; i < num_data_sizes && i < VIRTIO_VIDEO_MAX_PLANES; i++)
-		c.data_sizes[i] = htole32(data_sizes[i]);
-	return vuf_submit(v, &c, sizeof(c), NULL, 0, sizeof(struct virtio_video_resource_queue_resp),
-			  token);
-}
-
-int vuf_resource_queue_wait(struct vuf *v, uint64_t token, struct vuf_rq_result *res,
-			    int timeout_ms)
-{
-	uint8_t b[sizeof(struct virtio_video_resource_queue_resp)] = { 0 };
-	int used = vuf_wait(v, token, b, sizeof(b), timeout_ms);
-	uint32_t type;
-
-	memset(res, 0, sizeof(*res));
-	if (used < 0)
-		return used;
-	if (used < 8)
-		return fail(v, -EPROTO, "RESOURCE_QUEUE response of %d bytes, shorter than a header",
-			    used);
-	type = rd32(b);
-	if (type == VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE && (size_t)used < sizeof(b))
-		return fail(v, -EPROTO, "OK_RESOURCE_QUEUE response of %d bytes", used);
-	res->used_len = (uint32_t)used;
-	if ((size_t)used >= sizeof(b)) {
-		res->timestamp = rd64(b + 8);
-		res->flags = rd32(b + 16);
-		res->size = rd32(b + 20);
-	}
-	return (int)type;
-}
-
-static int queue_cmd(struct vuf *v, uint32_t type, uint32_t stream_id, uint32_t queue_type,
-		     uint64_t *token)
-{
-	struct virtio_video_queue_cmd c = {
-		.hdr = mkhdr(type, stream_id),
-		.queue_type = htole32(queue_type),
-	};
-
-	return vuf_submit(v, &c, sizeof(c), NULL, 0, 8, token);
-}
-
-int vuf_resource_destroy_all(struct vuf *v, uint32_t stream_id, uint32_t queue_type)
-{
-	uint64_t t;
-	int r = queue_cmd(v, VIRTIO_VIDEO_CMD_RESOURCE_DESTROY_ALL, stream_id, queue_type, &t);
-
-	return r < 0 ? r : vuf_wait_type(v, t, NULL, 0, 8, v->opts.cmd_timeout_ms);
-}
-
-int vuf_queue_clear_submit(struct vuf *v, uint32_t stream_id, uint32_t queue_type, uint64_t *token)
-{
-	return queue_cmd(v, VIRTIO_VIDEO_CMD_QUEUE_CLEAR, stream_id, queue_type, token);
-}
-
-int vuf_queue_clear(struct vuf *v, uint32_t stream_id, uint32_t queue_type, int timeout_ms)
-{
-	uint64_t t;
-	int r = vuf_queue_clear_submit(v, stream_id, queue_type, &t);
-
-	return r < 0 ? r : vuf_wait_type(v, t, NULL, 0, 8, timeout_ms);
-}
-
-static void params_from_wire(struct vuf_params *p, const uint8_t *w, bool ext)
-{
-	memset(p, 0, sizeof(*p));
-	p->queue_type = rd32(w + 0);
-	p->format = rd32(w + 4);
-	p->frame_width = rd32(w + 8);
-	p->frame_height = rd32(w + 12);
-	p->min_buffers = rd32(w + 16);
-	p->max_buffers = rd32(w + 20);
-	p->crop.left = rd32(w + 24);
-	p->crop.top = rd32(w + 28);
-	p->crop.width = rd32(w + 32);
-	p->crop.height = rd32(w + 36);
-	p->frame_rate = rd32(w + 40);
-	p->num_planes = rd32(w + 44);
-	for (unsigned i = 0; i < VIRTIO_VIDEO_MAX_PLANES; i++) {
-		p->plane[i].plane_size = rd32(w + 48 + 8 * i);
-		p->plane[i].stride = rd32(w + 52 + 8 * i);
-	}
-	if (ext)
-		p->resource_type = rd32(w + 112);
-}
-
-static void params_to_wire(struct virtio_video_params_ext *w, const struct vuf_params *p)
-{
-	memset(w, 0, sizeof(*w));
-	w->base.queue_type = htole32(p->queue_type);
-	w->base.format = htole32(p->format);
-	w->base.frame_width = htole32(p->frame_width);
-	w->base.frame_height = htole32(p->frame_height);
-	w->base.min_buffers = htole32(p->min_buffers);
-	w->base.max_buffers = htole32(p->max_buffers);
-	w->base.crop.left = htole32(p->crop.left);
-	w->base.crop.top = htole32(p->crop.top);
-	w->base.crop.width = htole32(p->crop.width);
-	w->base.crop.height = htole32(p->crop.height);
-	w->base.frame_rate = htole32(p->frame_rate);
-	w->base.num_planes = htole32(p->num_planes);
-	for (unsigned i = 0; i < VIRTIO_VIDEO_MAX_PLANES; i++) {
-		w->base.plane_formats[i].plane_size = htole32(p->plane[i].plane_size);
-		w->base.plane_formats[i].stride = htole32(p->plane[i].stride);
-	}
-	w->resource_type = htole32(p->resource_type);
-}
-
-int vuf_get_params(struct vuf *v, uint32_t stream_id, uint32_t queue_type, bool ext,
-		   struct vuf_params *out)
-{
-	struct virtio_video_queue_cmd c = {
-		.hdr = mkhdr(ext ? VIRTIO_VIDEO_CMD_GET_PARAMS_EXT : VIRTIO_VIDEO_CMD_GET_PARAMS,
-			     stream_id),
-		.queue_type = htole32(queue_type),
-	};
-	uint8_t b[sizeof(struct virtio_video_get_params_ext_resp)] = { 0 };
-	size_t len = ext ? sizeof(struct virtio_video_get_params_ext_resp) :
-			   sizeof(struct virtio_video_get_params_resp);
-	int r = simple_cmd(v, &c, sizeof(c), b, len, len, v->opts.cmd_timeout_ms);
-
-	if (r == VIRTIO_VIDEO_RESP_OK_GET_PARAMS && out)
-		params_from_wire(out, b + 8, ext);
-	return r;
-}
-
-int vuf_set_params(struct vuf *v, uint32_t stream_id, const struct vuf_params *p, bool ext)
-{
-	struct virtio_video_set_params_ext c;
-
-	c.hdr = mkhdr(ext ? VIRTIO_VIDEO_CMD_SET_PARAMS_EXT : VIRTIO_VIDEO_CMD_SET_PARAMS, stream_id);
-	params_to_wire(&c.params, p);
-	return simple_cmd(v, &c, ext ? sizeof(struct virtio_video_set_params_ext) :
-				       sizeof(struct virtio_video_set_params),
-			  NULL, 8, 8, v->opts.cmd_timeout_ms);
-}
-
-int vuf_query_control(struct vuf *v, uint32_t stream_id, uint32_t control, uint32_t format,
-		      uint32_t *values, unsigned max, unsigned *num)
-{
-	struct virtio_video_query_control c = {
-		.hdr = mkhdr(VIRTIO_VIDEO_CMD_QUERY_CONTROL, stream_id),
-		.control = htole32(control),
-		.format = htole32(format),
-	};
-	uint8_t b[16 + 4 * 128] = { 0 };
-	uint64_t t;
-	int r, used;
-
-	*num = 0;
-	if ((r = vuf_submit(v, &c, sizeof(c), NULL, 0, sizeof(b), &t)) < 0)
-		return r;
-	/* vuf_wait_type does not tell the length: wait, then type by hand. */
-	used = vuf_wait(v, t, b, sizeof(b), v->opts.cmd_timeout_ms);
-	if (used < 0)
-		return used;
-	if (used < 8)
-		return fail(v, -EPROTO, "response of %d bytes, shorter than a header", used);
-	r = (int)rd32(b);
-	if (r != VIRTIO_VIDEO_RESP_OK_QUERY_CONTROL)
-		return r;
-	if (used < 16 || rd32(b + 8) > (uint32_t)(used - 16) / 4)
-		return fail(v, -EPROTO, "QUERY_CONTROL response of %d bytes for %u values", used,
-			    used >= 16 ? rd32(b + 8) : 0);
-	*num = rd32(b + 8);
-	for (unsigned i = 0; i < *num && i < max; i++)
-		values[i] = rd32(b + 16 + 4 * i);
-	return r;
-}
-
-int vuf_get_control(struct vuf *v, uint32_t stream_id, uint32_t control, uint32_t *value)
-{
-	struct virtio_video_get_control c = {
-		.hdr = mkhdr(VIRTIO_VIDEO_CMD_GET_CONTROL, stream_id),
-		.control = htole32(control),
-	};
-	uint8_t b[sizeof(struct virtio_video_get_control_resp)] = { 0 };
-	int r = simple_cmd(v, &c, sizeof(c), b, sizeof(b), sizeof(b), v->opts.cmd_timeout_ms);
-
-	if (r == VIRTIO_VIDEO_RESP_OK_GET_CONTROL && value)
-		*value = rd32(b + 8);
-	return r;
-}
-
-int vuf_set_control(struct vuf *v, uint32_t stream_id, uint32_t control, uint32_t value)
-{
-	struct virtio_video_set_control c = {
-		.hdr = mkhdr(VIRTIO_VIDEO_CMD_SET_CONTROL, stream_id),
-		.control = htole32(control),
-		.value = htole32(value),
-	};
-
-	return simple_cmd(v, &c, sizeof(c), NULL, 8, 8, v->opts.cmd_timeout_ms);
 }
 
 /* ---- eventq ------------------------------------------------------------------------------ */
@@ -1981,13 +1575,13 @@ int vuf_event_wait(struct vuf *v, struct virtio_video_event *ev, int timeout_ms)
 	int r, notified;
 
 	if (!v->opts.n_events)
-		return fail(v, -EINVAL, "no event buffers (n_events = 0)");
+		return vuf_fail(v, -EINVAL, "no event buffers (n_events = 0)");
 	notified = wait_done(v, EVQ, NULL, &s, timeout_ms);
 
 	if (notified == -EPROTO)
 		s = first_done(v, EVQ);
 	else if (notified < 0)
-		return notified == -ETIMEDOUT ? fail(v, notified, "no event within %d ms", timeout_ms)
+		return notified == -ETIMEDOUT ? vuf_fail(v, notified, "no event within %d ms", timeout_ms)
 					      : notified;
 	gpa = s->bufs[0].gpa;
 	len = s->used_len;
@@ -1998,177 +1592,8 @@ int vuf_event_wait(struct vuf *v, struct virtio_video_event *ev, int timeout_ms)
 	if (r < 0)
 		return r;
 	if (len != sizeof(*ev))
-		return fail(v, -EPROTO, "event of %u bytes, expected %zu", len, sizeof(*ev));
+		return vuf_fail(v, -EPROTO, "event of %u bytes, expected %zu", len, sizeof(*ev));
 	ev->event_type = rd32(b);
 	ev->stream_id = rd32(b + 4);
 	return notified;
-}
-
-/* ---- capabilities -------------------------------------------------------------------------- */
-
-void vuf_caps_free(struct vuf_caps *c)
-{
-	if (!c->descs)
-		return;
-	for (unsigned i = 0; i < c->num_descs; i++) {
-		for (unsigned j = 0; c->descs[i].frames && j < c->descs[i].num_frames; j++)
-			free(c->descs[i].frames[j].rates);
-		free(c->descs[i].frames);
-	}
-	free(c->descs);
-	memset(c, 0, sizeof(*c));
-}
-
-static struct vuf_range rd_range(const uint8_t *p)
-{
-	return (struct vuf_range){ rd32(p), rd32(p + 4), rd32(p + 8) };
-}
-
-#define CAPS_FAIL(...) do { snprintf(err, errlen, __VA_ARGS__); goto bad; } while (0)
-
-int vuf_caps_parse(const void *buf, size_t len, struct vuf_caps *out, char *err, size_t errlen)
-{
-	const uint8_t *b = buf;
-	size_t off = 16;
-	char dummy[8];
-
-	if (!err) {
-		err = dummy;
-		errlen = sizeof(dummy);
-	}
-	memset(out, 0, sizeof(*out));
-	if (len < 16)
-		CAPS_FAIL("capability response of %zu bytes, shorter than 16", len);
-	out->num_descs = rd32(b + 8);
-	if (out->num_descs > VIRTIO_VIDEO_MAX_FORMAT_DESCS)
-		CAPS_FAIL("%u format descriptors (at most %d)", out->num_descs,
-			  VIRTIO_VIDEO_MAX_FORMAT_DESCS);
-	if (out->num_descs > (len - off) / 24)
-		CAPS_FAIL("%u format descriptors do not fit in %zu bytes", out->num_descs, len);
-	out->descs = calloc(out->num_descs ? out->num_descs : 1, sizeof(*out->descs));
-	if (!out->descs)
-		CAPS_FAIL("out of memory");
-	for (unsigned i = 0; i < out->num_descs; i++) {
-		struct vuf_format_desc *d = &out->descs[i];
-		unsigned nf;
-
-		if (len - off < 24)
-			CAPS_FAIL("descriptor %u truncated at byte %zu", i, off);
-		d->mask = rd64(b + off);
-		d->format = rd32(b + off + 8);
-		d->planes_layout = rd32(b + off + 12);
-		d->plane_align = rd32(b + off + 16);
-		nf = rd32(b + off + 20);
-		off += 24;
-		if (nf > (len - off) / 40)
-			CAPS_FAIL("descriptor %u: %u frames do not fit in the %zu bytes left", i, nf,
-				  len - off);
-		d->frames = calloc(nf ? nf : 1, sizeof(*d->frames));
-		if (!d->frames)
-			CAPS_FAIL("out of memory");
-		d->num_frames = nf;
-		for (unsigned j = 0; j < nf; j++) {
-			struct vuf_frame *f = &d->frames[j];
-			unsigned nr;
-
-			if (len - off < 40)
-				CAPS_FAIL("descriptor %u frame %u truncated", i, j);
-			f->width = rd_range(b + off);
-			f->height = rd_range(b + off + 16);
-			nr = rd32(b + off + 32);
-			off += 40;
-			if (nr > (len - off) / 16)
-				CAPS_FAIL("descriptor %u frame %u: %u rates do not fit", i, j, nr);
-			f->rates = calloc(nr ? nr : 1, sizeof(*f->rates));
-			if (!f->rates)
-				CAPS_FAIL("out of memory");
-			f->num_rates = nr;
-			for (unsigned k = 0; k < nr; k++, off += 16)
-				f->rates[k] = rd_range(b + off);
-		}
-	}
-	return 0;
-bad:
-	vuf_caps_free(out);
-	return -EPROTO;
-}
-
-int vuf_query_capability(struct vuf *v, uint32_t queue_type, struct vuf_caps *out)
-{
-	struct virtio_video_query_capability c = {
-		.hdr = mkhdr(VIRTIO_VIDEO_CMD_QUERY_CAPABILITY, 0),
-		.queue_type = htole32(queue_type),
-	};
-	uint32_t max = le32toh(v->config.max_caps_length);
-	size_t len = max && max <= MIB ? max : 4096;
-	uint8_t *b = calloc(1, len);
-	char why[200];
-	int used, r;
-
-	memset(out, 0, sizeof(*out));
-	if (!b)
-		return fail(v, -ENOMEM, "out of memory");
-	used = vuf_cmd(v, &c, sizeof(c), NULL, 0, b, len, v->opts.cmd_timeout_ms);
-	if (used < 0) {
-		free(b);
-		return used;
-	}
-	if (used < 8) {
-		free(b);
-		return fail(v, -EPROTO, "QUERY_CAPABILITY response of %d bytes", used);
-	}
-	r = (int)rd32(b);
-	if (r == VIRTIO_VIDEO_RESP_OK_QUERY_CAPABILITY) {
-		if (vuf_caps_parse(b, (size_t)used, out, why, sizeof(why)) < 0)
-			r = fail(v, -EPROTO, "QUERY_CAPABILITY %s: %s", vuf_queue_type_name(queue_type),
-				 why);
-		else
-			out->queue_type = queue_type;
-	}
-	free(b);
-	return r;
-}
-
-static void print_range(FILE *f, const char *what, struct vuf_range r)
-{
-	if (r.min == r.max)
-		fprintf(f, "%s %u", what, r.min);
-	else
-		fprintf(f, "%s %u..%u step %u", what, r.min, r.max, r.step);
-}
-
-void vuf_caps_print(FILE *f, const struct vuf_caps *c, const struct vuf_caps *other)
-{
-	fprintf(f, "%s capabilities: %u format%s\n", vuf_queue_type_name(c->queue_type),
-		c->num_descs, c->num_descs == 1 ? "" : "s");
-	for (unsigned i = 0; i < c->num_descs; i++) {
-		const struct vuf_format_desc *d = &c->descs[i];
-
-		fprintf(f, "  [%u] %s (0x%x)  planes_layout 0x%x%s%s  plane_align %u\n", i,
-			vuf_format_name(d->format), d->format, d->planes_layout,
-			d->planes_layout & VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER ? " single-buffer" : "",
-			d->planes_layout & VIRTIO_VIDEO_PLANES_LAYOUT_PER_PLANE ? " per-plane" : "",
-			d->plane_align);
-		fprintf(f, "      mask 0x%016" PRIx64 " ->", d->mask);
-		for (unsigned b = 0; b < 64; b++) {
-			if (!(d->mask >> b & 1))
-				continue;
-			if (other && b < other->num_descs)
-				fprintf(f, " %s", vuf_format_name(other->descs[b].format));
-			else
-				fprintf(f, " #%u", b);
-		}
-		fprintf(f, "\n");
-		for (unsigned j = 0; j < d->num_frames; j++) {
-			const struct vuf_frame *fr = &d->frames[j];
-
-			fprintf(f, "      frame %u: ", j);
-			print_range(f, "width", fr->width);
-			print_range(f, ", height", fr->height);
-			fprintf(f, ", %u rate%s", fr->num_rates, fr->num_rates == 1 ? "" : "s");
-			for (unsigned k = 0; k < fr->num_rates; k++)
-				print_range(f, k ? "," : ":", fr->rates[k]);
-			fprintf(f, "\n");
-		}
-	}
 }

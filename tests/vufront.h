@@ -158,6 +158,9 @@ int vuf_reconnect(struct vuf *v);
 /* Clean shutdown: vuf_stop if connected, close, free. NULL is fine. */
 void vuf_close(struct vuf *v);
 
+/* Set the last error message (vuf_error) and return err: for the command
+ * layer (vvcmd.c). */
+int vuf_fail(struct vuf *v, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The last error message ("" if none). */
 const char *vuf_error(const struct vuf *v);
 bool vuf_has_feature(const struct vuf *v, unsigned bit);		/* negotiated */

@@ -1,0 +1,1274 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Host unit tests of the device model (vuvideo.c): the daemon built on the
+ * fake codec (tests/fake_m2m.c, build/tests/vhost-user-video-fake), driven
+ * over a real unix socket by the test frontend playing the guest driver.
+ * No VM, no V4L2. Every decoded frame and coded buffer is checked byte for
+ * byte against tests/fake_codec.h.
+ *
+ * VUV_FAKE_DAEMON: the daemon (default build/tests/vhost-user-video-fake);
+ * VUV_DAEMON_WRAPPER: e.g. valgrind; VUV_CASE: run matching cases only.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <linux/videodev2.h>
+
+#include "fake_codec.h"
+#include "tproc.h"
+#include "vufront.h"
+#include "vvdec.h"
+#include "vvenc.h"
+
+static struct tsuite suite = { .dmn = { .pid = -1 } };
+static char work[] = "/tmp/vuv-unit-XXXXXX";
+static bool mplane;
+
+#define W 320u
+#define H 240u
+
+static struct vuf *cur_front;	/* closed after the case if it returned early */
+
+static struct vuf *open_front(const struct vuf_opts *o)
+{
+	char err[256];
+	struct vuf_opts def;
+	struct vuf *v;
+
+	if (!o) {
+		vuf_opts_default(&def);
+		o = &def;
+	}
+	def = *o;
+	def.connect_timeout_ms = 60000;	/* a daemon under valgrind starts slowly */
+	v = vuf_open(suite.dmn.sock, &def, err, sizeof(err));
+	if (!v)
+		failf("frontend: %s", err);
+	cur_front = v;
+	return v;
+}
+
+/* The frontend saw nothing wrong on the rings, and no chain is left. */
+static int close_front(struct vuf *v, int r)
+{
+	if (!r && v->ring_errors)
+		r = failf("%u ring errors: %s", v->ring_errors, vuf_error(v));
+	if (!r && vuf_in_flight(v))
+		r = failf("%u chains never answered", vuf_in_flight(v));
+	vuf_close(v);
+	if (cur_front == v)
+		cur_front = NULL;
+	return r;
+}
+
+/* ---- clips ------------------------------------------------------------------- */
+
+/* Append one frame of w x h with payload_len bytes derived from tag. */
+static void clip_add(struct vvdec_clip *c, uint32_t w, uint32_t h, size_t payload_len, unsigned tag)
+{
+	size_t fl = FK_HDR + payload_len;
+
+	c->data = realloc(c->data, c->len + fl);
+	c->off = realloc(c->off, (c->nframes + 1) * sizeof(*c->off));
+	c->size = realloc(c->size, (c->nframes + 1) * sizeof(*c->size));
+	if (!c->data || !c->off || !c->size)
+		abort();
+	fk_header(c->data + c->len, w, h, c->nframes % 10 ? 0 : FK_I_FRAME, (uint32_t)payload_len);
+	for (size_t j = 0; j < payload_len; j++)
+		c->data[c->len + FK_HDR + j] = (uint8_t)(tag * 131 + j * 7 + (j >> 8));
+	c->off[c->nframes] = c->len;
+	c->size[c->nframes] = fl;
+	c->nframes++;
+	c->len += fl;
+}
+
+static void clip_make(struct vvdec_clip *c, unsigned n, uint32_t w, uint32_t h, unsigned seed)
+{
+	memset(c, 0, sizeof(*c));
+	for (unsigned i = 0; i < n; i++)
+		clip_add(c, w, h, 60 + (i * 13) % 200, seed * 1000 + i);
+}
+
+/* Check the decoded output: frame k is input `in order ? k : any`, and is
+ * the fake's pattern for that input's frame, whole. */
+static int check_decoded(struct vvdec *d, const struct vvdec_clip *c, const uint8_t *out,
+			 size_t len, uint32_t fourcc, bool in_order)
+{
+	const struct vvdec_result *r = vvdec_result(d);
+	size_t off = 0;
+
+	for (unsigned k = 0; k < r->frames_out; k++) {
+		int n = vvdec_frame_input(d, k);
+		const uint8_t *f;
+		uint32_t seed, w, h;
+		size_t size;
+
+		CHECK(n >= 0, "output frame %u has no input's timestamp", k);
+		CHECK(!in_order || n == (int)k, "output frame %u carries the timestamp of input %d", k, n);
+		f = c->data + c->off[(unsigned)n % c->nframes];
+		w = fk_be32(f + 12);
+		h = fk_be32(f + 16);
+		size = (size_t)fk_align(w) * fk_align(h) * 3 / 2;
+		seed = fk_seed(f + FK_HDR, fk_be32(f + 40)) ^ fourcc;
+		CHECK(off + size <= len, "output frame %u: only %zu of %zu bytes", k, len - off, size);
+		for (size_t i = 0; i < size; i++)
+			CHECK(out[off + i] == fk_pixel(seed, i),
+			      "output frame %u (input %d) differs at byte %zu", k, n, i);
+		off += size;
+	}
+	CHECK(off == len, "%zu bytes of output beyond the frames", len - off);
+	return 0;
+}
+
+struct djob {
+	struct vvdec_clip c;
+	struct vvdec_opts o;
+	struct vvdec *d;
+	FILE *f;
+	char *out;
+	size_t out_len;
+};
+
+/* Decode j->c with j->o on a new connection; fo may be NULL. */
+static int decode(struct djob *j, const struct vuf_opts *fo)
+{
+	struct vuf *v = open_front(fo);
+	int r;
+
+	if (!v)
+		return -1;
+	if (!j->o.stream_id)
+		j->o.stream_id = 1;
+	j->o.timeout_ms = 30000;
+	j->f = open_memstream(&j->out, &j->out_len);
+	j->d = vvdec_new(v, &j->c, j->f, &j->o);
+	if (!j->f || !j->d)
+		return close_front(v, failf("out of memory"));
+	vvdec_run_all(&j->d, 1);
+	fclose(j->f);
+	j->f = NULL;
+	r = vvdec_result(j->d)->err[0] ? failf("%s", vvdec_result(j->d)->err) : 0;
+	return close_front(v, r);
+}
+
+static void djob_free(struct djob *j)
+{
+	vvdec_free(j->d);
+	free(j->out);
+	vvdec_clip_free(&j->c);
+}
+
+/* Decode n frames with options o: every frame, in order, exact, every drain. */
+static int decode_exact(unsigned n, const struct vvdec_opts *o, const struct vuf_opts *fo)
+{
+	struct djob j = { .o = *o };
+	const struct vvdec_result *r;
+	int ret;
+
+	clip_make(&j.c, n, W, H, n);
+	ret = decode(&j, fo);
+	r = j.d ? vvdec_result(j.d) : NULL;
+	if (!ret && !(r->drained && r->eos))
+		ret = failf("drain %s, EOS %s", r->drained ? "answered" : "not answered",
+			    r->eos ? "seen" : "missing");
+	if (!ret && r->frames_out != n * (1 + o->resume))
+		ret = failf("%u frames out of %u", r->frames_out, n * (1 + o->resume));
+	if (!ret && r->drains != 1 + o->resume)
+		ret = failf("%u drains of %u", r->drains, 1 + o->resume);
+	if (!ret && r->res_changes != 1)
+		ret = failf("%u DECODER_RESOLUTION_CHANGED events, 1 expected", r->res_changes);
+	if (!ret)
+		ret = check_decoded(j.d, &j.c, (uint8_t *)j.out, j.out_len, V4L2_PIX_FMT_YUV420, true);
+	djob_free(&j);
+	return ret;
+}
+
+/* ---- decoder cases -------------------------------------------------------------- */
+
+static int t_dec_basic(void)
+{
+	return decode_exact(30, &(struct vvdec_opts){ 0 }, NULL);
+}
+
+static int t_dec_drain_12(void)
+{
+	return decode_exact(12, &(struct vvdec_opts){ .n_in = 12, .early_drain = true }, NULL);
+}
+
+static int t_dec_drain_32(void)
+{
+	return decode_exact(32, &(struct vvdec_opts){ .n_in = 32, .early_drain = true }, NULL);
+}
+
+static int t_dec_drain_before_outputs(void)
+{
+	return decode_exact(12, &(struct vvdec_opts){ .n_in = 12, .early_drain = true, .eager = true },
+			    NULL);
+}
+
+static int t_dec_resume(void)
+{
+	return decode_exact(10, &(struct vvdec_opts){ .n_in = 12, .early_drain = true, .resume = 2 },
+			    NULL);
+}
+
+static int t_dec_deep_queue(void)
+{
+	struct vuf_opts fo;
+
+	vuf_opts_default(&fo);
+	fo.queue_size = 64;
+	return decode_exact(48, &(struct vvdec_opts){ .n_in = 48, .early_drain = true }, &fo);
+}
+
+static int t_dec_scatter_per_plane(void)
+{
+	return decode_exact(8, &(struct vvdec_opts){ .scatter = true, .per_plane = true }, NULL);
+}
+
+static int t_dec_nv12(void)
+{
+	struct djob j = { .o = { .out_format = VIRTIO_VIDEO_FORMAT_NV12 } };
+	int r;
+
+	clip_make(&j.c, 6, W, H, 7);
+	r = decode(&j, NULL);
+	if (!r && vvdec_result(j.d)->frames_out != 6)
+		r = failf("%u frames of 6", vvdec_result(j.d)->frames_out);
+	if (!r)
+		r = check_decoded(j.d, &j.c, (uint8_t *)j.out, j.out_len, V4L2_PIX_FMT_NV12, true);
+	djob_free(&j);
+	return r;
+}
+
+/* Frames larger than the codec's bitstream buffers: split across them. */
+static int t_dec_split_frames(void)
+{
+	struct djob j = { .o = { .n_in = 4 } };
+	int r;
+
+	memset(&j.c, 0, sizeof(j.c));
+	for (unsigned i = 0; i < 5; i++)	/* the buffers hold 44 + 320*240*3/4 bytes */
+		clip_add(&j.c, W, H, i & 1 ? 150000 : 40000, 900 + i);
+	r = decode(&j, NULL);
+	if (!r && vvdec_result(j.d)->frames_out != 5)
+		r = failf("%u frames of 5", vvdec_result(j.d)->frames_out);
+	if (!r)
+		r = check_decoded(j.d, &j.c, (uint8_t *)j.out, j.out_len, V4L2_PIX_FMT_YUV420, true);
+	djob_free(&j);
+	return r;
+}
+
+/* 320x240 then 640x480: two events, every frame of both sizes. */
+static int t_dec_resolution_change(void)
+{
+	struct djob j = { .o = { .n_in = 6 } };
+	int r;
+
+	memset(&j.c, 0, sizeof(j.c));
+	for (unsigned i = 0; i < 8; i++)
+		clip_add(&j.c, W, H, 100 + i, 500 + i);
+	for (unsigned i = 0; i < 5; i++)
+		clip_add(&j.c, 640, 480, 100 + i, 600 + i);
+	r = decode(&j, NULL);
+	if (!r && vvdec_result(j.d)->res_changes != 2)
+		r = failf("%u DECODER_RESOLUTION_CHANGED events, 2 expected",
+			  vvdec_result(j.d)->res_changes);
+	if (!r && vvdec_result(j.d)->frames_out != 13)
+		r = failf("%u frames of 13", vvdec_result(j.d)->frames_out);
+	if (!r)
+		r = check_decoded(j.d, &j.c, (uint8_t *)j.out, j.out_len, V4L2_PIX_FMT_YUV420, true);
+	djob_free(&j);
+	return r;
+}
+
+/* QUEUE_CLEAR input mid-stream, then on at frame 20: what comes out is
+ * exact, and nothing from before the seek comes after it. */
+static int t_dec_seek(void)
+{
+	struct djob j = { .o = { .seek_after = 5, .seek_to = 20 } };
+	const struct vvdec_result *res;
+	int r, last = -1;
+
+	clip_make(&j.c, 30, W, H, 3);
+	r = decode(&j, NULL);
+	res = j.d ? vvdec_result(j.d) : NULL;
+	if (!r)
+		r = check_decoded(j.d, &j.c, (uint8_t *)j.out, j.out_len, V4L2_PIX_FMT_YUV420, false);
+	for (unsigned k = 0; !r && k < res->frames_out; k++) {
+		int n = vvdec_frame_input(j.d, k);
+
+		if (n <= last)
+			r = failf("output %u is input %d after input %d", k, n, last);
+		last = n;
+	}
+	if (!r && vvdec_frame_input(j.d, res->frames_out - 1) != 29)
+		r = failf("the last frame is input %d, not 29", vvdec_frame_input(j.d, res->frames_out - 1));
+	djob_free(&j);
+	return r;
+}
+
+static int t_dec_two_streams(void)
+{
+	struct vuf *v = open_front(NULL);
+	struct vvdec_clip c[2];
+	struct vvdec *d[2];
+	FILE *f[2];
+	char *out[2] = { 0 };
+	size_t len[2] = { 0 };
+	int r = 0;
+
+	if (!v)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		clip_make(&c[i], 10 + 5 * (unsigned)i, W, H, 40 + (unsigned)i);
+		f[i] = open_memstream(&out[i], &len[i]);
+		d[i] = vvdec_new(v, &c[i], f[i], &(struct vvdec_opts){ .stream_id = 7 + (unsigned)i,
+								       .timeout_ms = 30000 });
+	}
+	vvdec_run_all(d, 2);
+	for (int i = 0; i < 2; i++) {
+		fclose(f[i]);
+		if (!r && vvdec_result(d[i])->err[0])
+			r = failf("stream %d: %s", i, vvdec_result(d[i])->err);
+		if (!r && vvdec_result(d[i])->frames_out != c[i].nframes)
+			r = failf("stream %d: %u frames of %u", i, vvdec_result(d[i])->frames_out,
+				  c[i].nframes);
+		if (!r)
+			r = check_decoded(d[i], &c[i], (uint8_t *)out[i], len[i], V4L2_PIX_FMT_YUV420, true);
+		vvdec_free(d[i]);
+		vvdec_clip_free(&c[i]);
+		free(out[i]);
+	}
+	return close_front(v, r);
+}
+
+/* ---- raw commands ------------------------------------------------------------------ */
+
+/* Send one request (and an optional payload descriptor); the response type,
+ * or -errno. */
+static int send_req(struct vuf *v, const void *req, size_t len, const void *pl, size_t pl_len,
+		    void *resp, size_t resp_len)
+{
+	uint8_t buf[512];
+	int n;
+
+	if (!resp) {
+		resp = buf;
+		resp_len = sizeof(buf);
+	}
+	n = vuf_cmd(v, req, len, pl, pl_len, resp, resp_len, VUF_CMD_TIMEOUT_MS);
+	if (n < 0)
+		return n;
+	if (n < 8)
+		return -EPROTO;
+	return (int)le32toh(*(uint32_t *)resp);
+}
+
+static int expect(int got, int want, const char *what)
+{
+	if (got == want)
+		return 0;
+	return failf("%s: answered %s (%d), expected %s", what,
+		     got < 0 ? "nothing" : vuf_cmd_name((uint32_t)got), got, vuf_cmd_name((uint32_t)want));
+}
+
+#define EXPECT(got, want, ...)                                                  \
+	do {                                                                    \
+		char what_[200];                                                \
+		snprintf(what_, sizeof(what_), __VA_ARGS__);                    \
+		if (expect((got), (want), what_))                               \
+			return -1;                                              \
+	} while (0)
+
+static struct virtio_video_cmd_hdr hdr(uint32_t type, uint32_t sid)
+{
+	return (struct virtio_video_cmd_hdr){ htole32(type), htole32(sid) };
+}
+
+static int queue_cmd(struct vuf *v, uint32_t type, uint32_t sid, uint32_t qt)
+{
+	struct virtio_video_queue_cmd q = { hdr(type, sid), htole32(qt), { 0 } };
+
+	return send_req(v, &q, sizeof(q), NULL, 0, NULL, 0);
+}
+
+static int create_res(struct vuf *v, uint32_t sid, uint32_t qt, uint32_t id, uint32_t layout,
+		      uint32_t nplanes, const uint32_t *nent, const struct virtio_video_mem_entry *e,
+		      size_t ne, size_t extra)
+{
+	struct virtio_video_resource_create rc = { hdr(VIRTIO_VIDEO_CMD_RESOURCE_CREATE, sid),
+						   htole32(qt), htole32(id), htole32(layout),
+						   htole32(nplanes), { 0 }, { 0 } };
+	uint8_t buf[sizeof(rc) + 16 * 16 + 16];
+	size_t len = sizeof(rc) + ne * sizeof(*e) + extra;
+
+	for (unsigned p = 0; p < VIRTIO_VIDEO_MAX_PLANES; p++)
+		rc.num_entries[p] = htole32(nent[p]);
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf, &rc, sizeof(rc));
+	memcpy(buf + sizeof(rc), e, ne * sizeof(*e));
+	return send_req(v, buf, len, NULL, 0, NULL, 0);
+}
+
+static int rq(struct vuf *v, uint32_t sid, uint32_t qt, uint32_t id, uint32_t nsizes,
+	      uint32_t size0, uint64_t *token)
+{
+	uint32_t sizes[VIRTIO_VIDEO_MAX_PLANES] = { size0 };
+
+	return vuf_resource_queue(v, sid, qt, id, 0, nsizes, sizes, token);
+}
+
+/* Every command's malformed forms, and unknown ids: each answered once with
+ * the protocol's error; then the stream still works. */
+static int t_parse_errors(void)
+{
+	struct vuf *v = open_front(NULL);
+	const uint32_t IN = VIRTIO_VIDEO_QUEUE_TYPE_INPUT, OUT = VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT;
+	const uint32_t SB = VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER;
+	uint8_t big[sizeof(struct virtio_video_set_params_ext) + 8];
+	struct virtio_video_mem_entry e[4];
+	uint32_t nent[VIRTIO_VIDEO_MAX_PLANES] = { 1 };
+	uint64_t gpa, tok, out_tok = 0, in2_tok = 0;
+	struct vuf_rq_result rr;
+	struct vuf_params p;
+	static const struct {
+		uint32_t type;
+		size_t len;
+	} sized[] = {
+		{ VIRTIO_VIDEO_CMD_QUERY_CAPABILITY, sizeof(struct virtio_video_query_capability) },
+		{ VIRTIO_VIDEO_CMD_STREAM_CREATE, sizeof(struct virtio_video_stream_create) },
+		{ VIRTIO_VIDEO_CMD_STREAM_DESTROY, sizeof(struct virtio_video_cmd_hdr) },
+		{ VIRTIO_VIDEO_CMD_STREAM_DRAIN, sizeof(struct virtio_video_cmd_hdr) },
+		{ VIRTIO_VIDEO_CMD_RESOURCE_QUEUE, sizeof(struct virtio_video_resource_queue) },
+		{ VIRTIO_VIDEO_CMD_RESOURCE_DESTROY_ALL, sizeof(struct virtio_video_queue_cmd) },
+		{ VIRTIO_VIDEO_CMD_QUEUE_CLEAR, sizeof(struct virtio_video_queue_cmd) },
+		{ VIRTIO_VIDEO_CMD_GET_PARAMS, sizeof(struct virtio_video_queue_cmd) },
+		{ VIRTIO_VIDEO_CMD_SET_PARAMS, sizeof(struct virtio_video_set_params) },
+		{ VIRTIO_VIDEO_CMD_QUERY_CONTROL, sizeof(struct virtio_video_query_control) },
+		{ VIRTIO_VIDEO_CMD_GET_CONTROL, sizeof(struct virtio_video_get_control) },
+		{ VIRTIO_VIDEO_CMD_GET_PARAMS_EXT, sizeof(struct virtio_video_queue_cmd) },
+		{ VIRTIO_VIDEO_CMD_SET_PARAMS_EXT, sizeof(struct virtio_video_set_params_ext) },
+	};
+	static const uint32_t stream_cmds[] = {
+		VIRTIO_VIDEO_CMD_STREAM_DESTROY, VIRTIO_VIDEO_CMD_STREAM_DRAIN,
+		VIRTIO_VIDEO_CMD_RESOURCE_DESTROY_ALL, VIRTIO_VIDEO_CMD_QUEUE_CLEAR,
+		VIRTIO_VIDEO_CMD_GET_PARAMS, VIRTIO_VIDEO_CMD_GET_PARAMS_EXT,
+	};
+	int t;
+
+	if (!v)
+		return -1;
+	/* sizes: one byte short and one byte long of every fixed-size command */
+	memset(big, 0, sizeof(big));
+	for (size_t i = 0; i < sizeof(sized) / sizeof(sized[0]); i++) {
+		struct virtio_video_cmd_hdr h = hdr(sized[i].type, 1);
+
+		memcpy(big, &h, sizeof(h));
+		if (sized[i].len > 8)
+			EXPECT(send_req(v, big, sized[i].len - 1, NULL, 0, NULL, 0),
+			       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "%s of %zu bytes",
+			       vuf_cmd_name(sized[i].type), sized[i].len - 1);
+		EXPECT(send_req(v, big, sized[i].len + 1, NULL, 0, NULL, 0),
+		       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "%s of %zu bytes",
+		       vuf_cmd_name(sized[i].type), sized[i].len + 1);
+	}
+	{
+		struct virtio_video_cmd_hdr h = hdr(0x0999, 1);
+
+		EXPECT(send_req(v, &h, sizeof(h), NULL, 0, NULL, 0),
+		       VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, "unknown command 0x999");
+		EXPECT(send_req(v, &h, 4, NULL, 0, NULL, 0), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+		       "a 4-byte command");
+	}
+	/* unknown stream ids */
+	for (size_t i = 0; i < sizeof(stream_cmds) / sizeof(stream_cmds[0]); i++) {
+		struct virtio_video_queue_cmd q = { hdr(stream_cmds[i], 77), htole32(IN), { 0 } };
+		size_t len = stream_cmds[i] == VIRTIO_VIDEO_CMD_STREAM_DESTROY ||
+			     stream_cmds[i] == VIRTIO_VIDEO_CMD_STREAM_DRAIN ? 8 : sizeof(q);
+
+		EXPECT(send_req(v, &q, len, NULL, 0, NULL, 0), VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID,
+		       "%s of an unknown stream", vuf_cmd_name(stream_cmds[i]));
+	}
+	EXPECT(vuf_get_control(v, 77, VIRTIO_VIDEO_CONTROL_BITRATE, &(uint32_t){ 0 }),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID, "GET_CONTROL of an unknown stream");
+	EXPECT(rq(v, 77, IN, 1, 1, 10, &tok), 0, "RESOURCE_QUEUE submit");
+	EXPECT(vuf_wait_type(v, tok, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID, "RESOURCE_QUEUE of an unknown stream");
+	/* STREAM_CREATE */
+	EXPECT(vuf_stream_create(v, 1, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_FWHT, "t"),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_CREATE");
+	EXPECT(vuf_stream_create(v, 1, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_FWHT, "t"),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_STREAM_ID, "STREAM_CREATE of an existing id");
+	EXPECT(vuf_stream_create(v, 2, VIRTIO_VIDEO_MEM_TYPE_VIRTIO_OBJECT,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_FWHT, "t"),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "STREAM_CREATE with object memory");
+	EXPECT(vuf_stream_create(v, 2, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, 0x7777, "t"),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "STREAM_CREATE of an unknown format");
+	EXPECT(vuf_stream_create(v, 2, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_H264, "t"),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "STREAM_CREATE of a format the codec lacks");
+	/* bad queue types */
+	for (uint32_t type = VIRTIO_VIDEO_CMD_RESOURCE_DESTROY_ALL; type <= VIRTIO_VIDEO_CMD_GET_PARAMS;
+	     type++)
+		EXPECT(queue_cmd(v, type, 1, 0x55), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+		       "%s of queue type 0x55", vuf_cmd_name(type));
+	{
+		struct virtio_video_query_capability q = { hdr(VIRTIO_VIDEO_CMD_QUERY_CAPABILITY, 0),
+							   htole32(7), { 0 } };
+
+		EXPECT(send_req(v, &q, sizeof(q), NULL, 0, NULL, 0),
+		       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "QUERY_CAPABILITY of queue type 7");
+	}
+	/* RESOURCE_CREATE */
+	gpa = vuf_alloc(v, 65536, 4096, 0);
+	CHECK(gpa, "guest memory full");
+	e[0] = (struct virtio_video_mem_entry){ htole64(gpa), htole32(65536), { 0 } };
+	EXPECT(create_res(v, 1, 9, 1, SB, 1, nent, e, 1, 0), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+	       "RESOURCE_CREATE of queue type 9");
+	EXPECT(create_res(v, 1, IN, 1, 7, 1, nent, e, 1, 0), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+	       "RESOURCE_CREATE with layout 7");
+	EXPECT(create_res(v, 1, IN, 1, SB, 0, nent, e, 1, 0), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+	       "RESOURCE_CREATE with 0 planes");
+	EXPECT(create_res(v, 1, IN, 1, SB, 9, nent, e, 1, 0), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+	       "RESOURCE_CREATE with 9 planes");
+	EXPECT(create_res(v, 1, IN, 1, SB, 1, nent, e, 1, 16), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+	       "RESOURCE_CREATE with an entry more than num_entries");
+	EXPECT(create_res(v, 1, IN, 1, SB, 1, nent, e, 0, 0), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+	       "RESOURCE_CREATE with an entry fewer than num_entries");
+	EXPECT(create_res(v, 1, IN, 1, SB, 1, (uint32_t[8]){ 1, 1 }, (struct virtio_video_mem_entry[2]){
+				  e[0], e[0] }, 2, 0),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_CREATE with entries for plane 1 of 1");
+	EXPECT(create_res(v, 1, IN, 1, SB, 1, (uint32_t[8]){ 0 }, e, 0, 0),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_CREATE without entries");
+	EXPECT(create_res(v, 1, IN, 1, SB, 1, (uint32_t[8]){ 16385 }, e, 0, 0),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_CREATE with 16385 entries");
+	e[1] = (struct virtio_video_mem_entry){ htole64(0x10), htole32(4096), { 0 } };
+	EXPECT(create_res(v, 1, IN, 1, SB, 1, nent, &e[1], 1, 0), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+	       "RESOURCE_CREATE of unmapped guest memory");
+	e[1] = (struct virtio_video_mem_entry){ htole64(gpa), 0, { 0 } };
+	EXPECT(create_res(v, 1, IN, 1, SB, 1, nent, &e[1], 1, 0), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+	       "RESOURCE_CREATE with an empty entry");
+	e[1] = (struct virtio_video_mem_entry){ htole64(~0ull - 100), htole32(4096), { 0 } };
+	EXPECT(create_res(v, 1, IN, 1, SB, 1, nent, &e[1], 1, 0), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+	       "RESOURCE_CREATE with an entry wrapping around");
+	EXPECT(create_res(v, 1, IN, 1, SB, 1, nent, e, 1, 0), VIRTIO_VIDEO_RESP_OK_NODATA,
+	       "RESOURCE_CREATE input 1");
+	EXPECT(create_res(v, 1, IN, 1, SB, 1, nent, e, 1, 0), VIRTIO_VIDEO_RESP_ERR_INVALID_RESOURCE_ID,
+	       "RESOURCE_CREATE of an existing id");
+	/* RESOURCE_QUEUE */
+	EXPECT(rq(v, 1, 9, 1, 1, 10, &tok), 0, "submit");
+	EXPECT(vuf_wait_type(v, tok, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_QUEUE of queue type 9");
+	EXPECT(rq(v, 1, IN, 5, 1, 10, &tok), 0, "submit");
+	EXPECT(vuf_wait_type(v, tok, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_RESOURCE_ID, "RESOURCE_QUEUE of an unknown resource");
+	EXPECT(rq(v, 1, IN, 1, 9, 10, &tok), 0, "submit");
+	EXPECT(vuf_wait_type(v, tok, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_QUEUE with 9 data sizes");
+	EXPECT(rq(v, 1, IN, 1, 1, 0, &tok), 0, "submit");
+	EXPECT(vuf_wait_type(v, tok, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_QUEUE of 0 bytes");
+	EXPECT(rq(v, 1, IN, 1, 1, 65537, &tok), 0, "submit");
+	EXPECT(vuf_wait_type(v, tok, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "RESOURCE_QUEUE of more bytes than the resource");
+	{
+		/* an output resource waits (no format yet): queued twice */
+		uint64_t tok2;
+
+		e[1] = (struct virtio_video_mem_entry){ htole64(gpa + 32768), htole32(32768), { 0 } };
+		EXPECT(create_res(v, 1, OUT, 20, SB, 1, nent, &e[1], 1, 0), VIRTIO_VIDEO_RESP_OK_NODATA,
+		       "RESOURCE_CREATE output 20");
+		EXPECT(rq(v, 1, OUT, 20, 0, 0, &tok2), 0, "submit");
+		EXPECT(rq(v, 1, OUT, 20, 0, 0, &tok), 0, "submit");
+		EXPECT(vuf_wait_type(v, tok, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_ERR_INVALID_RESOURCE_ID, "RESOURCE_QUEUE of a queued resource");
+		out_tok = tok2;
+	}
+	{
+		/* two frames: the codec reads the first header and holds the
+		 * second buffer until capture is set up */
+		uint8_t frame[FK_HDR + 100] = { 0 };
+
+		fk_header(frame, W, H, FK_I_FRAME, 100);
+		CHECK(vuf_va_range(v, gpa, sizeof(frame)), "no mapping");
+		memcpy(vuf_va_range(v, gpa, sizeof(frame)), frame, sizeof(frame));
+		EXPECT(create_res(v, 1, IN, 2, SB, 1, nent, e, 1, 0), VIRTIO_VIDEO_RESP_OK_NODATA,
+		       "RESOURCE_CREATE input 2");
+		EXPECT(rq(v, 1, IN, 1, 1, sizeof(frame), &tok), 0, "submit");
+		EXPECT(vuf_resource_queue_wait(v, tok, &rr, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "RESOURCE_QUEUE of a header");
+		CHECK(!(rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR), "the header came back with FLAG_ERR");
+		EXPECT(rq(v, 1, IN, 2, 1, sizeof(frame), &in2_tok), 0, "submit");
+	}
+	/* SET_PARAMS bounds */
+	EXPECT(vuf_get_params(v, 1, OUT, true, &p), VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS_EXT");
+	CHECK(p.frame_rate != 0, "GET_PARAMS frame_rate 0 (the guest driver divides by it)");
+	CHECK(p.frame_width == W && p.frame_height == H, "output params %ux%u after the header",
+	      p.frame_width, p.frame_height);
+	{
+		struct vuf_params b = p;
+
+		b.frame_width = 16385;
+		EXPECT(vuf_set_params(v, 1, &b, true), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+		       "SET_PARAMS width 16385");
+		b = p;
+		b.frame_rate = 1001;
+		EXPECT(vuf_set_params(v, 1, &b, true), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+		       "SET_PARAMS 1001 frames/s");
+		b = p;
+		b.plane[0].plane_size = (256u << 20) + 1;
+		EXPECT(vuf_set_params(v, 1, &b, true), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+		       "SET_PARAMS plane size over 256 MiB");
+		b = p;
+		b.crop.left = 10;
+		b.crop.width = b.frame_width;
+		EXPECT(vuf_set_params(v, 1, &b, true), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+		       "SET_PARAMS crop outside the frame");
+		b = p;
+		b.format = VIRTIO_VIDEO_FORMAT_FWHT;
+		EXPECT(vuf_set_params(v, 1, &b, true), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+		       "SET_PARAMS a coded format on the output queue");
+		b = p;
+		b.queue_type = 3;
+		EXPECT(vuf_set_params(v, 1, &b, true), VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER,
+		       "SET_PARAMS queue type 3");
+		b = p;
+		EXPECT(vuf_set_params(v, 1, &b, false), VIRTIO_VIDEO_RESP_OK_NODATA,
+		       "SET_PARAMS of what GET_PARAMS said");
+	}
+	/* a second drain while one is parked */
+	{
+		uint64_t d1, d2;
+
+		EXPECT(vuf_stream_drain_submit(v, 1, &d1), 0, "submit");
+		EXPECT(vuf_stream_drain_submit(v, 1, &d2), 0, "submit");
+		EXPECT(vuf_wait_type(v, d2, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_ERR_INVALID_OPERATION, "a second STREAM_DRAIN");
+		EXPECT(vuf_stream_destroy(v, 1), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY");
+		/* the parked drain and the queued buffers are answered by the destroy */
+		t = vuf_wait_type(v, d1, NULL, 0, 8, VUF_CMD_TIMEOUT_MS);
+		CHECK(t >= 0, "the parked drain was not answered at destroy: %s", vuf_error(v));
+		CHECK(vuf_resource_queue_wait(v, out_tok, &rr, VUF_CMD_TIMEOUT_MS) >= 0 &&
+		      (rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR), "the queued output at destroy: %s",
+		      vuf_error(v));
+		CHECK(vuf_resource_queue_wait(v, in2_tok, &rr, VUF_CMD_TIMEOUT_MS) >= 0,
+		      "the held input at destroy: %s", vuf_error(v));
+	}
+	return close_front(v, 0);
+}
+
+/* CONFIG_VUV_MAX_STREAMS (256) streams, then OUT_OF_MEMORY; all destroyed. */
+static int t_max_streams(void)
+{
+	struct vuf *v = open_front(NULL);
+	unsigned n = 0;
+	int t = 0;
+
+	if (!v)
+		return -1;
+	while (n < 300) {
+		t = vuf_stream_create(v, 100 + n, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				      VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_FWHT, "m");
+		if (t != VIRTIO_VIDEO_RESP_OK_NODATA)
+			break;
+		n++;
+	}
+	CHECK(n == 256, "%u streams created before %s", n, t < 0 ? vuf_error(v) : vuf_cmd_name((uint32_t)t));
+	EXPECT(t, VIRTIO_VIDEO_RESP_ERR_OUT_OF_MEMORY, "STREAM_CREATE number 257");
+	for (unsigned i = 0; i < n; i++)
+		EXPECT(vuf_stream_destroy(v, 100 + i), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY %u", i);
+	EXPECT(vuf_stream_create(v, 5, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_FWHT, "m"),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_CREATE after freeing them");
+	EXPECT(vuf_stream_destroy(v, 5), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY");
+	return close_front(v, 0);
+}
+
+/* STREAM_DESTROY with inputs and outputs queued: every chain answered once. */
+static int t_dec_destroy_mid_stream(void)
+{
+	struct vuf *v = open_front(NULL);
+	struct vvdec_clip c;
+	struct vuf_sglist in[6], out[4];
+	uint64_t tin[6], tout[4];
+	struct vuf_params op;
+	struct virtio_video_event ev;
+	uint32_t zero[8] = { 0 };
+	int r = 0;
+
+	if (!v)
+		return -1;
+	clip_make(&c, 6, W, H, 11);
+	EXPECT(vuf_stream_create(v, 3, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_FWHT, "d"),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_CREATE");
+	for (unsigned i = 0; i < 6; i++) {
+		CHECK(!vuf_alloc_contig(v, 4096, 0, &in[i]), "guest memory");
+		EXPECT(vuf_resource_create(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, i + 1,
+					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, 1, zero, &in[i], 1),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE input");
+		CHECK(!vuf_sg_write(v, &in[i], 0, c.data + c.off[i], c.size[i]), "write");
+		EXPECT(vuf_resource_queue(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, i + 1, vvdec_ts(i), 1,
+					  (uint32_t[8]){ (uint32_t)c.size[i] }, &tin[i]), 0, "queue");
+	}
+	EXPECT(vuf_event_wait(v, &ev, VUF_CMD_TIMEOUT_MS), 0, "DECODER_RESOLUTION_CHANGED");
+	CHECK(ev.event_type == VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED, "event %u", ev.event_type);
+	EXPECT(vuf_get_params(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
+	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
+	for (unsigned i = 0; i < 4; i++) {
+		size_t total = 0;
+		uint32_t offs[8] = { 0 };
+
+		for (unsigned p = 0; p < op.num_planes; p++) {
+			offs[p] = (uint32_t)total;
+			total += op.plane[p].plane_size;
+		}
+		CHECK(!vuf_alloc_contig(v, total, 1, &out[i]), "guest memory");
+		EXPECT(vuf_resource_create(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i,
+					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, op.num_planes, offs,
+					   &out[i], 1),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE output");
+		EXPECT(vuf_resource_queue(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL, &tout[i]),
+		       0, "queue");
+	}
+	EXPECT(vuf_stream_destroy(v, 3), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY");
+	for (unsigned i = 0; i < 6 && !r; i++) {
+		struct vuf_rq_result rr;
+
+		if (vuf_resource_queue_wait(v, tin[i], &rr, VUF_CMD_TIMEOUT_MS) < 0)
+			r = failf("input %u never answered: %s", i, vuf_error(v));
+	}
+	for (unsigned i = 0; i < 4 && !r; i++) {
+		struct vuf_rq_result rr;
+
+		if (vuf_resource_queue_wait(v, tout[i], &rr, VUF_CMD_TIMEOUT_MS) < 0)
+			r = failf("output %u never answered: %s", i, vuf_error(v));
+	}
+	for (unsigned i = 0; i < 6; i++)
+		vuf_sglist_free(&in[i]);
+	for (unsigned i = 0; i < 4; i++)
+		vuf_sglist_free(&out[i]);
+	vvdec_clip_free(&c);
+	return close_front(v, r);
+}
+
+/* A drain while the codec holds a frame whose bitstream buffer it already
+ * returned (capture not set up yet; dev-decoder.rst lets a decoder return
+ * OUTPUT buffers before their frames): the frame, then the empty EOS
+ * buffer, then the drain's answer. */
+static int t_dec_drain_held_frame(void)
+{
+	struct vuf *v = open_front(NULL);
+	struct vvdec_clip c;
+	struct vuf_sglist in, out[4];
+	uint64_t tin, tout[4], tdrain;
+	struct vuf_rq_result rr;
+	struct vuf_params op;
+	struct virtio_video_event ev;
+	uint32_t zero[8] = { 0 };
+	int r = 0;
+
+	if (!v)
+		return -1;
+	clip_make(&c, 1, W, H, 12);
+	EXPECT(vuf_stream_create(v, 4, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_FWHT, "h"),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_CREATE");
+	CHECK(!vuf_alloc_contig(v, 4096, 0, &in), "guest memory");
+	EXPECT(vuf_resource_create(v, 4, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1,
+				   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, 1, zero, &in, 1),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE input");
+	CHECK(!vuf_sg_write(v, &in, 0, c.data, c.size[0]), "write");
+	EXPECT(vuf_resource_queue(v, 4, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, vvdec_ts(0), 1,
+				  (uint32_t[8]){ (uint32_t)c.size[0] }, &tin), 0, "queue");
+	EXPECT(vuf_resource_queue_wait(v, tin, &rr, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "the input");
+	EXPECT(vuf_event_wait(v, &ev, VUF_CMD_TIMEOUT_MS), 0, "DECODER_RESOLUTION_CHANGED");
+	EXPECT(vuf_stream_drain_submit(v, 4, &tdrain), 0, "STREAM_DRAIN");
+	EXPECT(vuf_get_params(v, 4, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
+	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
+	for (unsigned i = 0; i < 4; i++) {
+		size_t total = 0;
+		uint32_t offs[8] = { 0 };
+
+		for (unsigned p = 0; p < op.num_planes; p++) {
+			offs[p] = (uint32_t)total;
+			total += op.plane[p].plane_size;
+		}
+		CHECK(!vuf_alloc_contig(v, total, 1, &out[i]), "guest memory");
+		EXPECT(vuf_resource_create(v, 4, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i,
+					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, op.num_planes, offs,
+					   &out[i], 1),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE output");
+		EXPECT(vuf_resource_queue(v, 4, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL, &tout[i]),
+		       0, "queue");
+	}
+	EXPECT(vuf_resource_queue_wait(v, tout[0], &rr, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "output 0");
+	CHECK(!(rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS) && rr.size > 0 && rr.timestamp == vvdec_ts(0),
+	      "the first output is %s (flags 0x%x, %u bytes), not the frame queued before the drain",
+	      rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS ? "the EOS buffer" : "something else",
+	      rr.flags, rr.size);
+	EXPECT(vuf_resource_queue_wait(v, tout[1], &rr, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "output 1");
+	CHECK(rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS, "no EOS after the frame (flags 0x%x)", rr.flags);
+	EXPECT(vuf_wait_type(v, tdrain, NULL, 0, 8, VUF_CMD_TIMEOUT_MS), VIRTIO_VIDEO_RESP_OK_NODATA,
+	       "STREAM_DRAIN");
+	EXPECT(vuf_stream_destroy(v, 4), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY");
+	for (unsigned i = 2; i < 4 && !r; i++)
+		if (vuf_resource_queue_wait(v, tout[i], &rr, VUF_CMD_TIMEOUT_MS) < 0)
+			r = failf("output %u never answered", i);
+	vuf_sglist_free(&in);
+	for (unsigned i = 0; i < 4; i++)
+		vuf_sglist_free(&out[i]);
+	vvdec_clip_free(&c);
+	return close_front(v, r);
+}
+
+/* ---- faults ---------------------------------------------------------------------- */
+
+/* Run fn against a daemon of its own started with VUV_FAKE_FAULTS=faults. */
+static int with_faults(const char *faults, int (*fn)(void))
+{
+	struct tdaemon saved = suite.dmn;
+	char err[256], how[100];
+	int r, st;
+
+	setenv("VUV_FAKE_FAULTS", faults, 1);
+	r = tdaemon_start(&suite.dmn, suite.daemon, suite.device, work, "faults", "-v", err, sizeof(err));
+	unsetenv("VUV_FAKE_FAULTS");
+	if (r) {
+		suite.dmn = saved;
+		return failf("starting the daemon with %s: %s", faults, err);
+	}
+	r = fn();
+	if (!tdaemon_alive(&suite.dmn, how, sizeof(how)) && !r)
+		r = failf("the daemon with faults %s died (%s)", faults, how);
+	if (tdaemon_stop(&suite.dmn, SIGTERM, 60000, &st) == 0 && !r &&
+	    (!WIFEXITED(st) || WEXITSTATUS(st))) {
+		t_describe_status(st, how, sizeof(how));
+		r = failf("the daemon with faults %s: %s at SIGTERM", faults, how);
+	}
+	if (r)
+		tdaemon_log_tail(&suite.dmn, stdout);
+	suite.dmn = saved;
+	return r;
+}
+
+/* The device disappears after 3 frames: the guest gets an ERROR event, the
+ * stream can still be destroyed with every chain answered. */
+static int f_enodev(void)
+{
+	struct djob j = { 0 };
+	int r;
+
+	clip_make(&j.c, 12, W, H, 21);
+	r = decode(&j, NULL);
+	/* which the guest sees first depends on the threads: either says it */
+	if (r && (strstr(why, "ERROR event") || strstr(why, "came back with FLAG_ERR")))
+		r = 0;
+	else if (!r)
+		r = failf("decoded %u frames on a device that went away",
+			  vvdec_result(j.d)->frames_out);
+	djob_free(&j);
+	return r;
+}
+
+static int t_fault_enodev(void)
+{
+	return with_faults("enodev=3", f_enodev);
+}
+
+/* Capture buffer 3 comes back with ERROR: that one is FLAG_ERR, the rest exact. */
+static int f_error(void)
+{
+	struct djob j = { .o = { .n_out_extra = 3 } };
+	const struct vvdec_result *res;
+	int r;
+
+	clip_make(&j.c, 10, W, H, 22);
+	r = decode(&j, NULL);
+	res = j.d ? vvdec_result(j.d) : NULL;
+	if (!r && (res->cleared != 1 || res->frames_out != 9))
+		r = failf("%u buffers with FLAG_ERR, %u frames (1 and 9 expected)", res->cleared,
+			  res->frames_out);
+	if (!r)
+		r = check_decoded(j.d, &j.c, (uint8_t *)j.out, j.out_len, V4L2_PIX_FMT_YUV420, false);
+	djob_free(&j);
+	return r;
+}
+
+static int t_fault_error_flag(void)
+{
+	return with_faults("error=3", f_error);
+}
+
+/* QBUF of the 2nd bitstream buffer fails: that input is answered FLAG_ERR. */
+static int f_eio(void)
+{
+	struct djob j = { 0 };
+	int r;
+
+	clip_make(&j.c, 6, W, H, 23);
+	r = decode(&j, NULL);
+	if (r && strstr(why, "came back with FLAG_ERR"))
+		r = 0;
+	else if (!r)
+		r = failf("no input came back with FLAG_ERR");
+	djob_free(&j);
+	return r;
+}
+
+static int t_fault_eio_qbuf(void)
+{
+	return with_faults("eio_qbuf=2", f_eio);
+}
+
+/* ---- encoder cases ---------------------------------------------------------------- */
+
+struct ejob {
+	struct vvenc_raw raw;
+	struct vvenc_opts o;
+	struct vvenc *e;
+	FILE *f;
+	char *out;
+	size_t out_len;
+};
+
+static void raw_make(struct vvenc_raw *r, unsigned n, unsigned seed)
+{
+	r->w = W;
+	r->h = H;
+	r->nframes = n;
+	r->frame_size = (size_t)W * H * 3 / 2;
+	r->len = r->frame_size * n;
+	r->data = malloc(r->len);
+	if (!r->data)
+		abort();
+	for (size_t i = 0; i < r->len; i++)
+		r->data[i] = fk_pixel(seed, i);
+}
+
+static int encode(struct ejob *j, const struct vuf_opts *fo)
+{
+	struct vuf *v = open_front(fo);
+	int r;
+
+	if (!v)
+		return -1;
+	if (!j->o.stream_id)
+		j->o.stream_id = 1;
+	j->o.timeout_ms = 30000;
+	j->f = open_memstream(&j->out, &j->out_len);
+	j->e = vvenc_new(v, &j->raw, j->f, &j->o);
+	if (!j->f || !j->e)
+		return close_front(v, failf("out of memory"));
+	vvenc_run_all(&j->e, 1);
+	fclose(j->f);
+	j->f = NULL;
+	r = vvenc_result(j->e)->err[0] ? failf("%s", vvenc_result(j->e)->err) : 0;
+	return close_front(v, r);
+}
+
+static void ejob_free(struct ejob *j)
+{
+	vvenc_free(j->e);
+	free(j->out);
+	free(j->raw.data);
+}
+
+/* Each coded frame is the fake's encoding of the raw frame of its timestamp. */
+static int check_encoded(struct ejob *j, bool in_order)
+{
+	const struct vvenc_result *r = vvenc_result(j->e);
+	size_t off = 0;
+
+	for (unsigned k = 0; k < r->frames_out; k++) {
+		const struct vvenc_frame *f = vvenc_frame(j->e, k);
+		const uint8_t *p = (uint8_t *)j->out + off;
+		uint32_t hash;
+
+		CHECK(f->src >= 0, "coded frame %u has no input's timestamp", k);
+		CHECK(!in_order || f->src == (int)k, "coded frame %u is input %d", k, f->src);
+		CHECK(f->size == FK_HDR + FK_ENC_PAYLOAD && off + f->size <= j->out_len,
+		      "coded frame %u: %u bytes", k, f->size);
+		hash = fk_fnv(j->raw.data + (size_t)((unsigned)f->src % j->raw.nframes) * j->raw.frame_size,
+			      j->raw.frame_size, FK_FNV_INIT);
+		CHECK(fk_be32(p + 12) == W && fk_be32(p + 16) == H, "coded frame %u: %ux%u", k,
+		      fk_be32(p + 12), fk_be32(p + 16));
+		CHECK(fk_be32(p + FK_HDR) == hash, "coded frame %u is not input %d's frame", k, f->src);
+		CHECK(!!(f->flags & VIRTIO_VIDEO_BUFFER_FLAG_IFRAME) == !!(fk_be32(p + 20) & FK_I_FRAME),
+		      "coded frame %u: flags 0x%x against its header", k, f->flags);
+		off += f->size;
+	}
+	CHECK(off == j->out_len, "%zu bytes beyond the coded frames", j->out_len - off);
+	return 0;
+}
+
+static int encode_exact(unsigned n, const struct vvenc_opts *o)
+{
+	struct ejob j = { .o = *o };
+	const struct vvenc_result *r;
+	int ret;
+
+	raw_make(&j.raw, n, n + 100);
+	ret = encode(&j, NULL);
+	r = j.e ? vvenc_result(j.e) : NULL;
+	if (!ret && !(r->drained && r->eos))
+		ret = failf("drain %s, EOS %s", r->drained ? "answered" : "not answered",
+			    r->eos ? "seen" : "missing");
+	if (!ret && r->frames_out != n * (1 + o->resume))
+		ret = failf("%u coded frames of %u", r->frames_out, n * (1 + o->resume));
+	if (!ret && r->drains != 1 + o->resume)
+		ret = failf("%u drains of %u", r->drains, 1 + o->resume);
+	if (!ret)
+		ret = check_encoded(&j, true);
+	if (!ret && vvenc_frame(j.e, 0) && !(vvenc_frame(j.e, 0)->flags & VIRTIO_VIDEO_BUFFER_FLAG_IFRAME))
+		ret = failf("the first coded frame is no IFRAME");
+	ejob_free(&j);
+	return ret;
+}
+
+static int t_enc_basic(void)
+{
+	return encode_exact(25, &(struct vvenc_opts){ 0 });
+}
+
+static int t_enc_drain_12(void)
+{
+	return encode_exact(12, &(struct vvenc_opts){ .n_in = 12, .early_drain = true });
+}
+
+static int t_enc_drain_32(void)
+{
+	return encode_exact(32, &(struct vvenc_opts){ .n_in = 32, .early_drain = true });
+}
+
+static int t_enc_inputs_first(void)
+{
+	return encode_exact(12, &(struct vvenc_opts){ .n_in = 12, .early_drain = true,
+						      .outputs_late = true });
+}
+
+static int t_enc_resume(void)
+{
+	return encode_exact(10, &(struct vvenc_opts){ .n_in = 12, .early_drain = true, .resume = 2 });
+}
+
+static int t_enc_per_plane(void)
+{
+	return encode_exact(8, &(struct vvenc_opts){ .per_plane = true, .scatter = true });
+}
+
+static int t_enc_one_data_size(void)
+{
+	return encode_exact(8, &(struct vvenc_opts){ .one_data_size = true });
+}
+
+static int t_enc_clear_input(void)
+{
+	struct ejob j = { .o = { .clear_after = 4 } };
+	int r;
+
+	raw_make(&j.raw, 20, 5);
+	r = encode(&j, NULL);
+	if (!r)
+		r = check_encoded(&j, false);
+	if (!r && !vvenc_result(j.e)->drained)
+		r = failf("no drain after the clear");
+	ejob_free(&j);
+	return r;
+}
+
+static int t_enc_destroy_mid(void)
+{
+	struct ejob j = { .o = { .destroy_after = 5, .n_in = 8, .n_out = 8 } };
+	int r;
+
+	raw_make(&j.raw, 30, 6);
+	r = encode(&j, NULL);
+	if (!r && !vvenc_result(j.e)->destroyed)
+		r = failf("the stream was not destroyed mid-encode");
+	if (!r)
+		r = check_encoded(&j, true);
+	ejob_free(&j);
+	return r;
+}
+
+/* Controls the fake lacks (BITRATE & co.): valid defaults, SET remembered,
+ * invalid values refused; PROFILE/LEVEL do not exist for FWHT. */
+static int t_enc_controls(void)
+{
+	struct vuf *v = open_front(NULL);
+	struct vuf_params p;
+	uint32_t val;
+	static const uint32_t ctl[] = { VIRTIO_VIDEO_CONTROL_BITRATE, VIRTIO_VIDEO_CONTROL_BITRATE_PEAK,
+					VIRTIO_VIDEO_CONTROL_BITRATE_MODE,
+					VIRTIO_VIDEO_CONTROL_PREPEND_SPSPPS_TO_IDR };
+
+	if (!v)
+		return -1;
+	EXPECT(vuf_stream_create(v, 1, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_FWHT, "c"),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_CREATE");
+	for (size_t i = 0; i < sizeof(ctl) / sizeof(ctl[0]); i++) {
+		EXPECT(vuf_get_control(v, 1, ctl[i], &val), VIRTIO_VIDEO_RESP_OK_GET_CONTROL, "GET %s",
+		       vuf_control_name(ctl[i]));
+		if (ctl[i] == VIRTIO_VIDEO_CONTROL_BITRATE || ctl[i] == VIRTIO_VIDEO_CONTROL_BITRATE_PEAK)
+			CHECK(val >= 1 && val <= 1000000000, "%s default %u", vuf_control_name(ctl[i]), val);
+		else
+			CHECK(val <= 1, "%s default %u", vuf_control_name(ctl[i]), val);
+	}
+	EXPECT(vuf_set_control(v, 1, VIRTIO_VIDEO_CONTROL_BITRATE, 2500000), VIRTIO_VIDEO_RESP_OK_NODATA,
+	       "SET BITRATE");
+	EXPECT(vuf_get_control(v, 1, VIRTIO_VIDEO_CONTROL_BITRATE, &val), VIRTIO_VIDEO_RESP_OK_GET_CONTROL,
+	       "GET BITRATE");
+	CHECK(val == 2500000, "BITRATE %u after SET 2500000", val);
+	EXPECT(vuf_set_control(v, 1, VIRTIO_VIDEO_CONTROL_BITRATE_MODE, VIRTIO_VIDEO_BITRATE_MODE_CBR),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "SET BITRATE_MODE CBR");
+	EXPECT(vuf_get_control(v, 1, VIRTIO_VIDEO_CONTROL_BITRATE_MODE, &val),
+	       VIRTIO_VIDEO_RESP_OK_GET_CONTROL, "GET BITRATE_MODE");
+	CHECK(val == VIRTIO_VIDEO_BITRATE_MODE_CBR, "BITRATE_MODE %u after SET CBR", val);
+	EXPECT(vuf_set_control(v, 1, VIRTIO_VIDEO_CONTROL_BITRATE, 0),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "SET BITRATE 0");
+	EXPECT(vuf_set_control(v, 1, VIRTIO_VIDEO_CONTROL_BITRATE_MODE, 5),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "SET BITRATE_MODE 5");
+	EXPECT(vuf_set_control(v, 1, VIRTIO_VIDEO_CONTROL_PREPEND_SPSPPS_TO_IDR, 2),
+	       VIRTIO_VIDEO_RESP_ERR_INVALID_PARAMETER, "SET PREPEND 2");
+	EXPECT(vuf_get_control(v, 1, VIRTIO_VIDEO_CONTROL_BITRATE, &val), VIRTIO_VIDEO_RESP_OK_GET_CONTROL,
+	       "GET BITRATE");
+	CHECK(val == 2500000, "BITRATE %u after refused SETs", val);
+	EXPECT(vuf_get_control(v, 1, VIRTIO_VIDEO_CONTROL_PROFILE, &val),
+	       VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL, "GET PROFILE of FWHT");
+	EXPECT(vuf_get_control(v, 1, 99, &val), VIRTIO_VIDEO_RESP_ERR_UNSUPPORTED_CONTROL,
+	       "GET control 99");
+	EXPECT(vuf_set_control(v, 1, VIRTIO_VIDEO_CONTROL_FORCE_KEYFRAME, 1), VIRTIO_VIDEO_RESP_OK_NODATA,
+	       "SET FORCE_KEYFRAME");
+	EXPECT(vuf_get_params(v, 1, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, false, &p),
+	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS input");
+	CHECK(p.frame_rate != 0, "GET_PARAMS frame_rate 0 (the codec says 0)");
+	EXPECT(vuf_get_params(v, 1, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, false, &p),
+	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS output");
+	CHECK(p.frame_rate != 0, "GET_PARAMS output frame_rate 0");
+	EXPECT(vuf_stream_destroy(v, 1), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY");
+	return close_front(v, 0);
+}
+
+/* ---- main -------------------------------------------------------------------------- */
+
+struct tcase {
+	const char *name;
+	int (*fn)(void);
+	bool known_bug;		/* run only with VUV_KNOWN_BUGS=1 */
+};
+
+static const struct tcase dec_cases[] = {
+	{ "decode 30 frames, byte-exact", t_dec_basic, false },
+	{ "drain right after the 12th queued input: every frame, in order", t_dec_drain_12, false },
+	{ "drain right after the 32nd queued input: every frame, in order", t_dec_drain_32, false },
+	{ "12 inputs and the drain before any output resource", t_dec_drain_before_outputs, false },
+	{ "decode again after a drain, twice: no stale frame", t_dec_resume, false },
+	{ "48 buffers through a 64-entry ring, drain at once: no deadlock", t_dec_deep_queue, false },
+	{ "scattered pages, per-plane output", t_dec_scatter_per_plane, false },
+	{ "NV12 output by SET_PARAMS", t_dec_nv12, false },
+	{ "frames larger than the codec's buffers are split", t_dec_split_frames, false },
+	{ "resolution change: two events, every frame of both sizes", t_dec_resolution_change, false },
+	{ "QUEUE_CLEAR input (seek): exact, nothing stale", t_dec_seek, false },
+	{ "two streams at once", t_dec_two_streams, false },
+	{ "parse errors of every command, unknown ids, SET_PARAMS bounds", t_parse_errors, false },
+	{ "256 streams, then OUT_OF_MEMORY", t_max_streams, false },
+	{ "STREAM_DESTROY mid-stream answers every chain", t_dec_destroy_mid_stream, false },
+	{ "drain while the codec holds a frame of a returned input: frame, EOS, answer",
+	  t_dec_drain_held_frame, true },
+	{ "fault: the device goes away mid-stream (ENODEV)", t_fault_enodev, false },
+	{ "fault: a capture buffer with V4L2_BUF_FLAG_ERROR", t_fault_error_flag, false },
+	{ "fault: EIO on QBUF of a bitstream buffer", t_fault_eio_qbuf, false },
+};
+
+static const struct tcase enc_cases[] = {
+	{ "encode 25 frames, byte-exact", t_enc_basic, false },
+	{ "encoder: drain right after the 12th queued input", t_enc_drain_12, false },
+	{ "encoder: drain right after the 32nd queued input", t_enc_drain_32, false },
+	{ "encoder: 12 inputs and the drain before any output resource", t_enc_inputs_first, false },
+	{ "encoder: encode again after a drain, twice", t_enc_resume, false },
+	{ "encoder: scattered per-plane input", t_enc_per_plane, false },
+	{ "encoder: one data size for three planes", t_enc_one_data_size, false },
+	{ "encoder: QUEUE_CLEAR input mid-stream", t_enc_clear_input, false },
+	{ "encoder: STREAM_DESTROY mid-encode", t_enc_destroy_mid, false },
+	{ "encoder: controls the codec lacks; GET_PARAMS frame_rate", t_enc_controls, false },
+};
+
+static int (*cur_case)(void);
+
+static int run_case(void)
+{
+	int r = cur_case();
+
+	if (cur_front) {
+		vuf_close(cur_front);	/* a case that failed half-way */
+		cur_front = NULL;
+	}
+	return r;
+}
+
+static void run_config(const char *device, const struct tcase *cases, size_t n)
+{
+	char name[300];
+	bool any = false;
+
+	for (size_t i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "%s [%s]", cases[i].name, device);
+		any |= t_case_selected(name);
+	}
+	if (!any)
+		return;
+	suite.device = device;
+	mplane = strstr(device, "mplane") != NULL;
+	for (size_t i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "%s [%s]", cases[i].name, device);
+		if (cases[i].known_bug && !getenv("VUV_KNOWN_BUGS")) {
+			if (t_case_selected(name))
+				printf("SKIP %s: a known daemon bug (VUV_KNOWN_BUGS=1 runs it)\n", name);
+			continue;
+		}
+		cur_case = cases[i].fn;
+		tsuite_case(&suite, name, run_case);
+	}
+	tsuite_stop(&suite, 60000);
+}
+
+int main(void)
+{
+	int r;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGPIPE, SIG_IGN);
+	suite.daemon = getenv("VUV_FAKE_DAEMON") ? getenv("VUV_FAKE_DAEMON")
+						  : "build/tests/vhost-user-video-fake";
+	suite.name = "daemon";
+	suite.args = "-v";
+	if (!mkdtemp(work)) {
+		printf("FAIL mkdtemp: %s\n0 passed, 1 failed\n", strerror(errno));
+		return 1;
+	}
+	suite.dir = work;
+	run_config("fake:decoder", dec_cases, sizeof(dec_cases) / sizeof(dec_cases[0]));
+	run_config("fake:decoder:mplane", dec_cases, sizeof(dec_cases) / sizeof(dec_cases[0]));
+	run_config("fake:encoder", enc_cases, sizeof(enc_cases) / sizeof(enc_cases[0]));
+	run_config("fake:encoder:mplane", enc_cases, sizeof(enc_cases) / sizeof(enc_cases[0]));
+	r = tsuite_end(&suite);
+	if (!r)
+		sh("rm -rf %s", work);
+	else
+		printf("logs kept in %s\n", work);
+	return r;
+}
