@@ -159,6 +159,7 @@ struct vv_stream {
 	enum vv_drain drain;
 	struct vu_chain drain_chain;	/* parked while drain != VV_DRAIN_NONE */
 	bool eos_pending;		/* next output resource goes back as empty EOS */
+	bool fed;			/* input went to the codec since creation or the last drain */
 	struct m2m_rect crop;		/* decoder: visible rectangle (compose) */
 	uint32_t min_bufs[2];
 	uint32_t frame_rate;
@@ -744,13 +745,18 @@ static void queue_flush(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq
 	queue_reset_pairs(q);
 }
 
+/* POLLIN/POLLOUT are asked only while a buffer can come back. Not after a
+ * resolution change's or a drain's LAST buffer: the m2m core then reports
+ * the fd readable for good (last_buffer_dequeued), and every DQBUF would
+ * find nothing until the guest restarts the stream (measured with the fake
+ * codec: thousands of empty wake-ups in a row). The inputs the codec still
+ * holds come back once the stream runs again. */
 static bool stream_wants_data(const struct vv_stream *s)
 {
-	if (s->error)
+	if (s->error || s->flow == VV_FLOW_RES_CHANGE || s->flow == VV_FLOW_STOPPED)
 		return false;
 	return (s->m2m.streaming[M2M_SRC] && s->q[M2M_SRC].in_driver) ||
-	       (s->m2m.streaming[M2M_DST] && s->q[M2M_DST].in_driver &&
-		s->flow != VV_FLOW_RES_CHANGE && s->flow != VV_FLOW_STOPPED);
+	       (s->m2m.streaming[M2M_DST] && s->q[M2M_DST].in_driver);
 }
 
 /* ---- feeding the codec (both roles; command and event thread) ------------- */
@@ -809,6 +815,7 @@ static void dec_feed_src(struct vv_dev *d, struct vv_stream *s)
 		}
 		r->fed += n;
 		r->pieces++;
+		s->fed = true;
 		q->vbuf_res[vb] = (int)(r - q->res);
 		q->in_driver++;
 	}
@@ -839,6 +846,7 @@ static void enc_feed_src(struct vv_dev *d, struct vv_stream *s)
 			continue;
 		}
 		r->pieces = 1;
+		s->fed = true;
 		q->vbuf_res[vb] = (int)(r - q->res);
 		q->in_driver++;
 	}
@@ -973,6 +981,7 @@ static void drain_done(struct vv_dev *d, struct vv_stream *s)
 	if (s->drain != VV_DRAIN_NONE)
 		respond_hdr(d, &s->drain_chain, VIRTIO_VIDEO_RESP_OK_NODATA, s->id);
 	s->drain = VV_DRAIN_NONE;
+	s->fed = false;
 	s->flow = VV_FLOW_STOPPED;
 }
 
@@ -1199,7 +1208,9 @@ static void *event_thread(void *arg)
 		for (unsigned i = 0; i < CONFIG_VUV_MAX_STREAMS; i++) {
 			struct vv_stream *s = d->streams[i];
 
-			if (!s || s->state != VV_STREAM_OPEN)
+			/* a failed stream's fd may report POLLHUP/POLLERR for
+			 * good: left out until QUEUE_CLEAR or destroy */
+			if (!s || s->state != VV_STREAM_OPEN || s->error)
 				continue;
 			pfd[n].fd = s->m2m.fd;
 			pfd[n].events = POLLPRI | (stream_wants_data(s) ? POLLIN | POLLOUT : 0);
@@ -1672,8 +1683,11 @@ static int cmd_stream_drain(struct vv_dev *d, struct vv_req *q, struct vu_chain 
 	(void)out;
 	if (s->drain != VV_DRAIN_NONE)
 		return -EBUSY;
-	if (!ready && !input_pending(s)) {
-		/* nothing in flight: the drain is complete already */
+	if (!ready && !input_pending(s) && !s->fed) {
+		/* nothing ever reached the codec: the drain is complete already.
+		 * (An input answered is not enough: a decoder may give a buffer
+		 * back before the frame in it is decoded, as H.264 reordering
+		 * does, and that frame belongs before the drain's end.) */
 		send_eos(d, s);
 		return VV_ANSWER;
 	}

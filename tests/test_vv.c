@@ -1098,8 +1098,11 @@ static int t_enc_destroy_mid(void)
 	r = encode(&j, NULL);
 	if (!r && !vvenc_result(j.e)->destroyed)
 		r = failf("the stream was not destroyed mid-encode");
+	/* Frames finished before the destroy but collected after it are taken
+	 * in resource order (collect_after_destroy), not completion order:
+	 * each must still be the encoding of the input its timestamp names. */
 	if (!r)
-		r = check_encoded(&j, true);
+		r = check_encoded(&j, false);
 	ejob_free(&j);
 	return r;
 }
@@ -1188,7 +1191,7 @@ static const struct tcase dec_cases[] = {
 	{ "256 streams, then OUT_OF_MEMORY", t_max_streams, false },
 	{ "STREAM_DESTROY mid-stream answers every chain", t_dec_destroy_mid_stream, false },
 	{ "drain while the codec holds a frame of a returned input: frame, EOS, answer",
-	  t_dec_drain_held_frame, true },
+	  t_dec_drain_held_frame, false },
 	{ "fault: the device goes away mid-stream (ENODEV)", t_fault_enodev, false },
 	{ "fault: a capture buffer with V4L2_BUF_FLAG_ERROR", t_fault_error_flag, false },
 	{ "fault: EIO on QBUF of a bitstream buffer", t_fault_eio_qbuf, false },
