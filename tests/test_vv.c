@@ -29,6 +29,11 @@ static struct tsuite suite = { .dmn = { .pid = -1 } };
 static char work[] = "/tmp/vuv-unit-XXXXXX";
 static bool mplane;
 
+static bool is_encoder_dev(void)
+{
+	return strstr(suite.device, "encoder") != NULL;
+}
+
 #define W 320u
 #define H 240u
 
@@ -935,6 +940,8 @@ static int t_fault_eio_qbuf(void)
 
 /* ---- encoder cases ---------------------------------------------------------------- */
 
+
+
 struct ejob {
 	struct vvenc_raw raw;
 	struct vvenc_opts o;
@@ -1037,6 +1044,169 @@ static int encode_exact(unsigned n, const struct vvenc_opts *o)
 	ejob_free(&j);
 	return ret;
 }
+
+/* ---- faults of one stream, a healthy one beside it ----------------------------------- */
+
+/* How the faulty stream must end. */
+enum f_want {
+	F_EXACT,	/* decodes exactly anyway (the fault is harmless) */
+	F_ERROR,	/* FLAG_ERR on a buffer or an ERROR event */
+};
+
+/* Decoder: streams 7 (opened first: ctx=1 gets the faults) and 8 (healthy)
+ * on one connection, run together. Stream 8 must be exact; stream 7 as
+ * want says. A command thread that blocked would stop both. */
+static int f_two_dec(enum f_want want)
+{
+	struct vuf *v = open_front(NULL);
+	struct vvdec_clip c[2];
+	struct vvdec *d[2];
+	FILE *f[2];
+	char *out[2] = { 0 };
+	size_t len[2] = { 0 };
+	int r = 0;
+
+	if (!v)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		clip_make(&c[i], 12, W, H, 60 + (unsigned)i);
+		f[i] = open_memstream(&out[i], &len[i]);
+		d[i] = vvdec_new(v, &c[i], f[i], &(struct vvdec_opts){ .stream_id = 7 + (unsigned)i,
+								       .timeout_ms = 30000 });
+		if (!f[i] || !d[i])
+			abort();
+	}
+	vvdec_run_all(d, 2);
+	/* the guest gives up on stream 7: every chain must be answered */
+	vuf_stream_destroy(v, 7);
+	for (int i = 0; i < 2; i++) {
+		const struct vvdec_result *res = vvdec_result(d[i]);
+		bool faulty = i == 0;
+
+		fclose(f[i]);
+		if (!r && (!faulty || want == F_EXACT)) {
+			if (res->err[0])
+				r = failf("stream %d: %s", 7 + i, res->err);
+			else if (res->frames_out != c[i].nframes || res->res_changes != 1)
+				r = failf("stream %d: %u frames of %u, %u resolution events", 7 + i,
+					  res->frames_out, c[i].nframes, res->res_changes);
+			else
+				r = check_decoded(d[i], &c[i], (uint8_t *)out[i], len[i],
+						  V4L2_PIX_FMT_YUV420, true);
+		} else if (!r && !strstr(res->err, "ERROR event") && !strstr(res->err, "FLAG_ERR")) {
+			r = failf("stream 7 with the fault: %s", res->err[0] ? res->err
+					: "decoded without an error");
+		}
+		vvdec_free(d[i]);
+		vvdec_clip_free(&c[i]);
+		free(out[i]);
+	}
+	return close_front(v, r);
+}
+
+/* Encoder: the same with streams 7 (faulty) and 8. */
+static int f_two_enc(enum f_want want)
+{
+	struct vuf *v = open_front(NULL);
+	struct ejob j[2] = { 0 };
+	struct vvenc *e[2];
+	int r = 0;
+
+	if (!v)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		raw_make(&j[i].raw, 12, 70 + (unsigned)i);
+		j[i].o = (struct vvenc_opts){ .stream_id = 7 + (unsigned)i, .timeout_ms = 30000 };
+		j[i].f = open_memstream(&j[i].out, &j[i].out_len);
+		e[i] = j[i].e = vvenc_new(v, &j[i].raw, j[i].f, &j[i].o);
+		if (!j[i].f || !j[i].e)
+			abort();
+	}
+	vvenc_run_all(e, 2);
+	vuf_stream_destroy(v, 7);
+	for (int i = 0; i < 2; i++) {
+		const struct vvenc_result *res = vvenc_result(j[i].e);
+		bool faulty = i == 0;
+
+		fclose(j[i].f);
+		if (!r && (!faulty || want == F_EXACT)) {
+			if (res->err[0])
+				r = failf("stream %d: %s", 7 + i, res->err);
+			else if (res->frames_out != j[i].raw.nframes)
+				r = failf("stream %d: %u coded frames of %u", 7 + i, res->frames_out,
+					  j[i].raw.nframes);
+			else
+				r = check_encoded(&j[i], true);
+		} else if (!r && !strstr(res->err, "ERROR event") && !strstr(res->err, "FLAG_ERR")) {
+			r = failf("stream 7 with the fault: %s", res->err[0] ? res->err
+					: "encoded without an error");
+		}
+		ejob_free(&j[i]);
+	}
+	return close_front(v, r);
+}
+
+/* Lines of the daemon's log holding needle. */
+static unsigned log_count(const char *needle)
+{
+	FILE *f = fopen(suite.dmn.log, "r");
+	char line[1024];
+	unsigned n = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}
+
+static enum f_want f_cur_want;
+static int f_dec_cur(void) { return f_two_dec(f_cur_want); }
+static int f_enc_cur(void) { return f_two_enc(f_cur_want); }
+
+/* The case: a daemon of its own with faults (for the first stream only),
+ * the two streams, then the log: at most max_lines warnings/errors about
+ * stream 7 (one line per fault, not a flood; the frontend's own teardown
+ * may add one), none about stream 8, and no busy polling. The fake prints
+ * "... DQBUF calls in a row found nothing" at close when a run of idle
+ * DQBUFs reached 100: the daemon DQBUFs only after poll() says the fd is
+ * readable and stops at the first EAGAIN, so a wake-up costs at most one
+ * idle call per queue, and the fake's readiness is exact but for one
+ * stale byte per state change: a healthy run stays under 10; a thread
+ * that spins on a fd reaches 100 within microseconds. */
+static int fault_case(const char *faults, enum f_want want, unsigned max_lines)
+{
+	char spec[200];
+	unsigned n7, n8, spin;
+	int r;
+
+	snprintf(spec, sizeof(spec), "ctx=1,%s", faults);
+	f_cur_want = want;
+	r = with_faults(spec, is_encoder_dev() ? f_enc_cur : f_dec_cur);
+	if (r)
+		return r;
+	n7 = log_count("warning: stream 7:") + log_count("error: stream 7:");
+	n8 = log_count("warning: stream 8:") + log_count("error: stream 8:");
+	spin = log_count("DQBUF calls in a row found nothing");
+	if (n7 > max_lines || n8 || spin || (want == F_ERROR && !n7)) {
+		r = failf("faults %s: %u log lines about stream 7 (1..%u expected), %u about "
+			  "stream 8, %u busy-poll reports", faults, n7, max_lines, n8, spin);
+		tdaemon_log_tail(&suite.dmn, stdout);
+	}
+	return r;
+}
+
+static int t_fault_bad_index(void) { return fault_case("bad_index=3", F_ERROR, 2); }
+/* The decoder copies the format's frame size and never trusts bytesused:
+ * exact; the encoder copies bytesused bytes: that buffer FLAG_ERR. */
+static int t_fault_big_used(void)
+{
+	return fault_case("big_used=3", is_encoder_dev() ? F_ERROR : F_EXACT, 2);
+}
+static int t_fault_epipe(void) { return fault_case("epipe=3", F_ERROR, 2); }
+static int t_fault_streamon(void) { return fault_case("streamon=1", F_ERROR, 2); }
+static int t_fault_storm(void) { return fault_case("storm=200", F_EXACT, 0); }
 
 static int t_enc_basic(void)
 {
@@ -1195,6 +1365,11 @@ static const struct tcase dec_cases[] = {
 	{ "fault: the device goes away mid-stream (ENODEV)", t_fault_enodev, false },
 	{ "fault: a capture buffer with V4L2_BUF_FLAG_ERROR", t_fault_error_flag, false },
 	{ "fault: EIO on QBUF of a bitstream buffer", t_fault_eio_qbuf, false },
+	{ "fault: DQBUF capture returns a bad index; a healthy stream beside", t_fault_bad_index, true },
+	{ "fault: capture bytesused past the buffer; a healthy stream beside", t_fault_big_used, false },
+	{ "fault: EPIPE from DQBUF capture outside a drain; a healthy stream beside", t_fault_epipe, true },
+	{ "fault: STREAMON fails; a healthy stream beside", t_fault_streamon, true },
+	{ "fault: an event storm (201 SOURCE_CHANGE at once); a healthy stream beside", t_fault_storm, true },
 };
 
 static const struct tcase enc_cases[] = {
@@ -1208,6 +1383,10 @@ static const struct tcase enc_cases[] = {
 	{ "encoder: QUEUE_CLEAR input mid-stream", t_enc_clear_input, false },
 	{ "encoder: STREAM_DESTROY mid-encode", t_enc_destroy_mid, false },
 	{ "encoder: controls the codec lacks; GET_PARAMS frame_rate", t_enc_controls, false },
+	{ "encoder fault: DQBUF capture returns a bad index; a healthy stream beside", t_fault_bad_index, true },
+	{ "encoder fault: capture bytesused past the buffer; a healthy stream beside", t_fault_big_used, true },
+	{ "encoder fault: EPIPE from DQBUF capture outside a drain; a healthy stream beside", t_fault_epipe, true },
+	{ "encoder fault: STREAMON fails; a healthy stream beside", t_fault_streamon, true },
 };
 
 static int (*cur_case)(void);
