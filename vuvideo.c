@@ -1177,6 +1177,11 @@ static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 		if (r == -EPIPE && s->drain == VV_DRAIN_STOPPING) {
 			send_eos(d, s);
 			drain_done(d, s);
+		} else if (r == -EIO) {
+			/* a buffer the driver lost track of: its resource would
+			 * never be answered */
+			stream_error(d, s, "DQBUF capture: I/O error");
+			return;
 		}
 		feed_src(d, s);
 		feed_dst(d, s);

@@ -39,7 +39,16 @@
  * context: enodev=N (the device is gone after N capture buffers are done:
  * every call -ENODEV, the fd hangs up), error=N (capture buffer N comes
  * back with V4L2_BUF_FLAG_ERROR), eio_qbuf=N (OUTPUT QBUF number N fails
- * with -EIO). N counts from 1.
+ * with -EIO), bad_index=N (capture DQBUF number N reports an index past
+ * the queue; the buffer itself is lost, as with a broken driver),
+ * big_used=N (capture buffer N reports bytesused 4096 past its length),
+ * epipe=N (from capture DQBUF number N on,
+ * -EPIPE until STREAMOFF, as after a LAST buffer, though none came), streamon=N (STREAMON number N fails with -EIO),
+ * no_event=1 (SOURCE_CHANGE is never raised: the decoder waits for a
+ * capture setup that never comes), storm=N (every event comes N+1 times,
+ * up to FK_MAX_EVENTS pending). ctx=K: only the K-th context
+ * opened by the process gets the faults (default: every one). N counts
+ * from 1.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -57,7 +66,7 @@
 #include "fake_codec.h"
 
 #define FK_MAX_FD 4096
-#define FK_MAX_EVENTS 16
+#define FK_MAX_EVENTS 256
 #define FK_MIN_DIM 16u
 #define FK_MAX_DIM 4096u
 
@@ -111,7 +120,8 @@ struct fk_ctx {
 	uint32_t frame_no;
 	/* faults and counters */
 	unsigned f_enodev, f_error, f_eio_qbuf;
-	unsigned n_dst_done, n_src_qbuf;
+	unsigned f_bad_index, f_big_used, f_epipe, f_streamon, f_no_event, f_storm;
+	unsigned n_dst_done, n_src_qbuf, n_dst_dqbuf, n_streamon;
 	bool dead;
 	unsigned idle_calls;
 	bool idle_warned;
@@ -122,6 +132,7 @@ struct fk_ctx {
 static pthread_mutex_t fk_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fk_ctx *fk_table[FK_MAX_FD];
 static int fk_listen = -1;
+static unsigned fk_opens;		/* contexts opened, for ctx=K */
 
 /* ---- path, formats ------------------------------------------------------- */
 
@@ -347,9 +358,17 @@ int m2m_open(struct m2m_ctx *ctx, const char *path, bool mplane)
 	c->gop = 10;
 	c->w = 640;
 	c->h = 480;
+	if (fault_value(faults, "ctx") && ++fk_opens != fault_value(faults, "ctx"))
+		faults = NULL;
 	c->f_enodev = fault_value(faults, "enodev");
 	c->f_error = fault_value(faults, "error");
 	c->f_eio_qbuf = fault_value(faults, "eio_qbuf");
+	c->f_bad_index = fault_value(faults, "bad_index");
+	c->f_big_used = fault_value(faults, "big_used");
+	c->f_epipe = fault_value(faults, "epipe");
+	c->f_streamon = fault_value(faults, "streamon");
+	c->f_no_event = fault_value(faults, "no_event");
+	c->f_storm = fault_value(faults, "storm");
 	if (role == M2M_ROLE_DECODER) {
 		coded_layout(&c->q[M2M_SRC].pix, 640, 480, 0);
 		raw_layout(&c->q[M2M_DST].pix, V4L2_PIX_FMT_YUV420, 640, 480);
@@ -417,7 +436,16 @@ static void event_queue(struct fk_ctx *c, uint32_t type)
 	if ((type == V4L2_EVENT_SOURCE_CHANGE && !c->sub_src_change) ||
 	    (type == V4L2_EVENT_EOS && !c->sub_eos) || c->nev == FK_MAX_EVENTS)
 		return;
+	if (type == V4L2_EVENT_SOURCE_CHANGE && c->f_no_event) {
+		fprintf(stderr, "fake_m2m: fd %d: injected fault: SOURCE_CHANGE not raised\n", c->fd);
+		return;
+	}
 	c->ev[c->nev++] = type;
+	if (c->f_storm)
+		fprintf(stderr, "fake_m2m: fd %d: injected fault: %u copies of event %u\n", c->fd,
+			c->f_storm, type);
+	for (unsigned i = 0; i < c->f_storm && c->nev < FK_MAX_EVENTS; i++)
+		c->ev[c->nev++] = type;
 }
 
 static void buf_done(struct fk_ctx *c, enum m2m_queue mq, unsigned idx, uint32_t flags)
@@ -433,6 +461,11 @@ static void buf_done(struct fk_ctx *c, enum m2m_queue mq, unsigned idx, uint32_t
 		c->n_dst_done++;
 		if (c->f_error && c->n_dst_done == c->f_error)
 			b->flags |= V4L2_BUF_FLAG_ERROR;
+		if (c->f_big_used && c->n_dst_done == c->f_big_used) {
+			fprintf(stderr, "fake_m2m: fd %d: injected fault: capture bytesused %zu of %zu\n",
+				c->fd, b->len[0] + 4096, b->len[0]);
+			b->bytesused[0] = (uint32_t)b->len[0] + 4096;
+		}
 		if (c->f_enodev && c->n_dst_done >= c->f_enodev)
 			fk_kill(c);
 	}
@@ -949,6 +982,14 @@ int m2m_dqbuf(struct m2m_ctx *ctx, enum m2m_queue q, struct m2m_buf *mb)
 	unsigned idx;
 	int r = 0;
 
+	if (q == M2M_DST && fq->streaming && fq->ndone && c->f_epipe &&
+	    ++c->n_dst_dqbuf == c->f_epipe) {
+		/* as if a LAST buffer had been dequeued: -EPIPE (and POLLIN)
+		 * until STREAMOFF of capture */
+		fprintf(stderr, "fake_m2m: fd %d: injected fault: DQBUF capture -EPIPE from now on\n",
+			c->fd);
+		fq->last_dequeued = true;
+	}
 	if (!fq->streaming)
 		r = -EINVAL;
 	else if (q == M2M_DST && fq->last_dequeued)
@@ -980,6 +1021,11 @@ int m2m_dqbuf(struct m2m_ctx *ctx, enum m2m_queue q, struct m2m_buf *mb)
 	memcpy(mb->bytesused, b->bytesused, sizeof(mb->bytesused));
 	if (q == M2M_DST && (b->flags & V4L2_BUF_FLAG_LAST))
 		fq->last_dequeued = true;
+	if (q == M2M_DST && c->f_bad_index && ++c->n_dst_dqbuf == c->f_bad_index) {
+		fprintf(stderr, "fake_m2m: fd %d: injected fault: DQBUF capture index %u for %u\n",
+			c->fd, fq->nbufs + 7, idx);
+		mb->index = fq->nbufs + 7;
+	}
 	fk_sync(c);
 	FK_LEAVE(0);
 }
@@ -991,6 +1037,11 @@ int m2m_streamon(struct m2m_ctx *ctx, enum m2m_queue q)
 
 	if (!fq->nbufs)
 		FK_LEAVE(-EINVAL);
+	if (c->f_streamon && ++c->n_streamon == c->f_streamon) {
+		fprintf(stderr, "fake_m2m: fd %d: injected fault: STREAMON %s -EIO\n", c->fd,
+			m2m_queue_name(q));
+		FK_LEAVE(-EIO);
+	}
 	if (!fq->streaming) {
 		fq->streaming = true;
 		ctx->streaming[q] = true;

@@ -29,6 +29,11 @@ static struct tsuite suite = { .dmn = { .pid = -1 } };
 static char work[] = "/tmp/vuv-unit-XXXXXX";
 static bool mplane;
 
+static bool is_encoder_dev(void)
+{
+	return strstr(suite.device, "encoder") != NULL;
+}
+
 #define W 320u
 #define H 240u
 
@@ -933,7 +938,121 @@ static int t_fault_eio_qbuf(void)
 	return with_faults("eio_qbuf=2", f_eio);
 }
 
+static void collect_answered(struct vuf *v);
+
+/* SOURCE_CHANGE never comes (no_event=1, stream 3 only): the guest queues
+ * bitstream and output buffers, waits in vain, then gives up. Every command
+ * is still answered (the command thread never waits for the codec), every
+ * chain is answered by QUEUE_CLEAR and STREAM_DESTROY, and a healthy
+ * stream 8 opened meanwhile on the same connection decodes exactly. */
+static int f_no_event(void)
+{
+	struct vuf *v = open_front(NULL);
+	struct vvdec_clip c;
+	struct vuf_sglist in[4], out[2];
+	uint64_t tin[4], tout[2];
+	struct vuf_params op;
+	uint32_t zero[8] = { 0 };
+	struct vvdec *d;
+	FILE *f;
+	char *o = NULL;
+	size_t olen = 0;
+	int r = 0;
+
+	if (!v)
+		return -1;
+	clip_make(&c, 12, W, H, 31);
+	EXPECT(vuf_stream_create(v, 3, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_FWHT, "n"),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_CREATE");
+	for (unsigned i = 0; i < 4; i++) {
+		CHECK(!vuf_alloc_contig(v, 4096, 0, &in[i]), "guest memory");
+		EXPECT(vuf_resource_create(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, i + 1,
+					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, 1, zero, &in[i], 1),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE input");
+		CHECK(!vuf_sg_write(v, &in[i], 0, c.data + c.off[i], c.size[i]), "write");
+		EXPECT(vuf_resource_queue(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, i + 1, vvdec_ts(i), 1,
+					  (uint32_t[8]){ (uint32_t)c.size[i] }, &tin[i]), 0, "queue");
+	}
+	/* the guest would wait for DECODER_RESOLUTION_CHANGED here; it has
+	 * the default format and queues outputs anyway */
+	EXPECT(vuf_get_params(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
+	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
+	for (unsigned i = 0; i < 2; i++) {
+		size_t total = 0;
+		uint32_t offs[8] = { 0 };
+
+		for (unsigned p = 0; p < op.num_planes; p++) {
+			offs[p] = (uint32_t)total;
+			total += op.plane[p].plane_size;
+		}
+		CHECK(!vuf_alloc_contig(v, total, 1, &out[i]), "guest memory");
+		EXPECT(vuf_resource_create(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i,
+					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, op.num_planes, offs,
+					   &out[i], 1),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE output");
+		EXPECT(vuf_resource_queue(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL, &tout[i]),
+		       0, "queue");
+	}
+	/* a healthy stream beside the stuck one */
+	f = open_memstream(&o, &olen);
+	d = vvdec_new(v, &c, f, &(struct vvdec_opts){ .stream_id = 8, .timeout_ms = 30000 });
+	if (!f || !d)
+		abort();
+	vvdec_run_all(&d, 1);
+	fclose(f);
+	if (vvdec_result(d)->err[0])
+		r = failf("stream 8: %s", vvdec_result(d)->err);
+	else if (vvdec_result(d)->frames_out != c.nframes)
+		r = failf("stream 8: %u frames of %u", vvdec_result(d)->frames_out, c.nframes);
+	else
+		r = check_decoded(d, &c, (uint8_t *)o, olen, V4L2_PIX_FMT_YUV420, true);
+	vvdec_free(d);
+	free(o);
+	/* the guest gives up on stream 3 */
+	if (!r && vuf_queue_clear(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, VUF_CMD_TIMEOUT_MS) !=
+		  VIRTIO_VIDEO_RESP_OK_NODATA)
+		r = failf("QUEUE_CLEAR input: %s", vuf_error(v));
+	if (!r && vuf_queue_clear(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, VUF_CMD_TIMEOUT_MS) !=
+		  VIRTIO_VIDEO_RESP_OK_NODATA)
+		r = failf("QUEUE_CLEAR output: %s", vuf_error(v));
+	if (!r && vuf_stream_destroy(v, 3) != VIRTIO_VIDEO_RESP_OK_NODATA)
+		r = failf("STREAM_DESTROY: %s", vuf_error(v));
+	/* vvdec collected some of stream 3's answers with its own; the rest
+	 * now: close_front fails if any chain is still unanswered */
+	collect_answered(v);
+	(void)tin;
+	(void)tout;
+	for (unsigned i = 0; i < 4; i++)
+		vuf_sglist_free(&in[i]);
+	for (unsigned i = 0; i < 2; i++)
+		vuf_sglist_free(&out[i]);
+	vvdec_clip_free(&c);
+	return close_front(v, r);
+}
+
+static int t_fault_no_event(void)
+{
+	int r = with_faults("ctx=1,no_event=1", f_no_event);
+	char log[sizeof(work) + 20];
+	FILE *f;
+	char line[1024];
+	unsigned spin = 0;
+
+	snprintf(log, sizeof(log), "%s/faults.log", work);
+	f = fopen(log, "r");
+	while (f && fgets(line, sizeof(line), f))
+		spin += strstr(line, "DQBUF calls in a row found nothing") != NULL;
+	if (f)
+		fclose(f);
+	if (!r && spin)
+		r = failf("the event thread polled busily (%u reports in %s)", spin, log);
+	return r;
+}
+
 /* ---- encoder cases ---------------------------------------------------------------- */
+
+
 
 struct ejob {
 	struct vvenc_raw raw;
@@ -1037,6 +1156,184 @@ static int encode_exact(unsigned n, const struct vvenc_opts *o)
 	ejob_free(&j);
 	return ret;
 }
+
+/* ---- faults of one stream, a healthy one beside it ----------------------------------- */
+
+/* How the faulty stream must end. */
+enum f_want {
+	F_EXACT,	/* decodes exactly anyway (the fault is harmless) */
+	F_ERROR,	/* FLAG_ERR on a buffer or an ERROR event */
+};
+
+/* After the guest gave up on a stream (STREAM_DESTROY answered): collect
+ * every chain the device answered; what stays in flight was never answered. */
+static void collect_answered(struct vuf *v)
+{
+	uint64_t t;
+
+	while (vuf_in_flight(v) && vuf_wait_any(v, &t, VUF_CMD_TIMEOUT_MS) >= 0)
+		vuf_wait(v, t, NULL, 0, VUF_CMD_TIMEOUT_MS);
+}
+
+/* Decoder: streams 7 (opened first: ctx=1 gets the faults) and 8 (healthy)
+ * on one connection, run together. Stream 8 must be exact; stream 7 as
+ * want says. A command thread that blocked would stop both. */
+static int f_two_dec(enum f_want want)
+{
+	struct vuf *v = open_front(NULL);
+	struct vvdec_clip c[2];
+	struct vvdec *d[2];
+	FILE *f[2];
+	char *out[2] = { 0 };
+	size_t len[2] = { 0 };
+	int r = 0;
+
+	if (!v)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		clip_make(&c[i], 12, W, H, 60 + (unsigned)i);
+		f[i] = open_memstream(&out[i], &len[i]);
+		d[i] = vvdec_new(v, &c[i], f[i], &(struct vvdec_opts){ .stream_id = 7 + (unsigned)i,
+								       .timeout_ms = 30000 });
+		if (!f[i] || !d[i])
+			abort();
+	}
+	vvdec_run_all(d, 2);
+	/* the guest gives up on stream 7: every chain must be answered */
+	vuf_stream_destroy(v, 7);
+	collect_answered(v);
+	for (int i = 0; i < 2; i++) {
+		const struct vvdec_result *res = vvdec_result(d[i]);
+		bool faulty = i == 0;
+
+		fclose(f[i]);
+		if (!r && (!faulty || want == F_EXACT)) {
+			if (res->err[0])
+				r = failf("stream %d: %s", 7 + i, res->err);
+			else if (res->frames_out != c[i].nframes || res->res_changes != 1)
+				r = failf("stream %d: %u frames of %u, %u resolution events", 7 + i,
+					  res->frames_out, c[i].nframes, res->res_changes);
+			else
+				r = check_decoded(d[i], &c[i], (uint8_t *)out[i], len[i],
+						  V4L2_PIX_FMT_YUV420, true);
+		} else if (!r && !strstr(res->err, "ERROR") && !strstr(res->err, "FLAG_ERR")) {
+			r = failf("stream 7 with the fault: %s", res->err[0] ? res->err
+					: "decoded without an error");
+		}
+		vvdec_free(d[i]);
+		vvdec_clip_free(&c[i]);
+		free(out[i]);
+	}
+	return close_front(v, r);
+}
+
+/* Encoder: the same with streams 7 (faulty) and 8. */
+static int f_two_enc(enum f_want want)
+{
+	struct vuf *v = open_front(NULL);
+	struct ejob j[2] = { 0 };
+	struct vvenc *e[2];
+	int r = 0;
+
+	if (!v)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		raw_make(&j[i].raw, 12, 70 + (unsigned)i);
+		j[i].o = (struct vvenc_opts){ .stream_id = 7 + (unsigned)i, .timeout_ms = 30000 };
+		j[i].f = open_memstream(&j[i].out, &j[i].out_len);
+		e[i] = j[i].e = vvenc_new(v, &j[i].raw, j[i].f, &j[i].o);
+		if (!j[i].f || !j[i].e)
+			abort();
+	}
+	vvenc_run_all(e, 2);
+	vuf_stream_destroy(v, 7);
+	collect_answered(v);
+	for (int i = 0; i < 2; i++) {
+		const struct vvenc_result *res = vvenc_result(j[i].e);
+		bool faulty = i == 0;
+
+		fclose(j[i].f);
+		if (!r && (!faulty || want == F_EXACT)) {
+			if (res->err[0])
+				r = failf("stream %d: %s", 7 + i, res->err);
+			else if (res->frames_out != j[i].raw.nframes)
+				r = failf("stream %d: %u coded frames of %u", 7 + i, res->frames_out,
+					  j[i].raw.nframes);
+			else
+				r = check_encoded(&j[i], true);
+		} else if (!r && !strstr(res->err, "ERROR") && !strstr(res->err, "FLAG_ERR")) {
+			r = failf("stream 7 with the fault: %s", res->err[0] ? res->err
+					: "encoded without an error");
+		}
+		ejob_free(&j[i]);
+	}
+	return close_front(v, r);
+}
+
+/* Lines of the daemon's log holding needle. */
+static char f_log[sizeof(work) + 20];	/* the log of with_faults' daemon */
+
+static unsigned log_count(const char *needle)
+{
+	FILE *f = fopen(f_log, "r");
+	char line[1024];
+	unsigned n = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}
+
+static enum f_want f_cur_want;
+static int f_dec_cur(void) { return f_two_dec(f_cur_want); }
+static int f_enc_cur(void) { return f_two_enc(f_cur_want); }
+
+/* The case: a daemon of its own with faults (for the first stream only),
+ * the two streams, then the log: at most max_lines warnings/errors about
+ * stream 7 (one line per fault, not a flood; the frontend's own teardown
+ * may add one), none about stream 8, and no busy polling. The fake prints
+ * "... DQBUF calls in a row found nothing" at close when a run of idle
+ * DQBUFs reached 100: the daemon DQBUFs only after poll() says the fd is
+ * readable and stops at the first EAGAIN, so a wake-up costs at most one
+ * idle call per queue, and the fake's readiness is exact but for one
+ * stale byte per state change: a healthy run stays under 10; a thread
+ * that spins on a fd reaches 100 within microseconds. */
+static int fault_case(const char *faults, enum f_want want, unsigned max_lines)
+{
+	char spec[200];
+	unsigned n7, n8, spin;
+	int r;
+
+	snprintf(spec, sizeof(spec), "ctx=1,%s", faults);
+	snprintf(f_log, sizeof(f_log), "%s/faults.log", work);
+	fclose(fopen(f_log, "w"));	/* appended to by every daemon: this case's only */
+	f_cur_want = want;
+	r = with_faults(spec, is_encoder_dev() ? f_enc_cur : f_dec_cur);
+	if (r)
+		return r;
+	n7 = log_count("warning: stream 7:") + log_count("error: stream 7:");
+	n8 = log_count("warning: stream 8:") + log_count("error: stream 8:");
+	spin = log_count("DQBUF calls in a row found nothing");
+	if (n7 > max_lines || n8 || spin || (want == F_ERROR && !n7)) {
+		r = failf("faults %s: %u log lines about stream 7 (1..%u expected), %u about "
+			  "stream 8, %u busy-poll reports (%s)", faults, n7, max_lines, n8, spin, f_log);
+	}
+	return r;
+}
+
+static int t_fault_bad_index(void) { return fault_case("bad_index=3", F_ERROR, 2); }
+/* The decoder copies the format's frame size and never trusts bytesused:
+ * exact; the encoder copies bytesused bytes: that buffer FLAG_ERR. */
+static int t_fault_big_used(void)
+{
+	return fault_case("big_used=3", is_encoder_dev() ? F_ERROR : F_EXACT, 2);
+}
+static int t_fault_epipe(void) { return fault_case("epipe=3", F_ERROR, 2); }
+static int t_fault_streamon(void) { return fault_case("streamon=1", F_ERROR, 2); }
+static int t_fault_storm(void) { return fault_case("storm=200", F_EXACT, 0); }
 
 static int t_enc_basic(void)
 {
@@ -1195,6 +1492,12 @@ static const struct tcase dec_cases[] = {
 	{ "fault: the device goes away mid-stream (ENODEV)", t_fault_enodev, false },
 	{ "fault: a capture buffer with V4L2_BUF_FLAG_ERROR", t_fault_error_flag, false },
 	{ "fault: EIO on QBUF of a bitstream buffer", t_fault_eio_qbuf, false },
+	{ "fault: SOURCE_CHANGE never comes: the guest gives up, every chain answered", t_fault_no_event, false },
+	{ "fault: DQBUF capture returns a bad index; a healthy stream beside", t_fault_bad_index, false },
+	{ "fault: capture bytesused past the buffer; a healthy stream beside", t_fault_big_used, false },
+	{ "fault: EPIPE from DQBUF capture outside a drain; a healthy stream beside", t_fault_epipe, true },
+	{ "fault: STREAMON fails; a healthy stream beside", t_fault_streamon, true },
+	{ "fault: an event storm (201 SOURCE_CHANGE at once); a healthy stream beside", t_fault_storm, true },
 };
 
 static const struct tcase enc_cases[] = {
@@ -1208,6 +1511,10 @@ static const struct tcase enc_cases[] = {
 	{ "encoder: QUEUE_CLEAR input mid-stream", t_enc_clear_input, false },
 	{ "encoder: STREAM_DESTROY mid-encode", t_enc_destroy_mid, false },
 	{ "encoder: controls the codec lacks; GET_PARAMS frame_rate", t_enc_controls, false },
+	{ "encoder fault: DQBUF capture returns a bad index; a healthy stream beside", t_fault_bad_index, false },
+	{ "encoder fault: capture bytesused past the buffer; a healthy stream beside", t_fault_big_used, false },
+	{ "encoder fault: EPIPE from DQBUF capture outside a drain; a healthy stream beside", t_fault_epipe, true },
+	{ "encoder fault: STREAMON fails; a healthy stream beside", t_fault_streamon, true },
 };
 
 static int (*cur_case)(void);
