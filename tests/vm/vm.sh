@@ -240,6 +240,15 @@ case $cwd in
 	# a working directory under the fresh tmpfs: show the host's, read-only
 	mkdir -p "$R$cwd" && mount --bind "/hostfs$cwd" "$R$cwd" ||
 		fail "cannot show the working directory $cwd"
+	# and the fixtures beside it (../shared, as CI lays them out): a
+	# directory is shown the same way, a symlink is made again (its target
+	# is resolved in the guest's root, the host's)
+	sib=${cwd%/*}/shared
+	if [ -L "/hostfs$sib" ]; then
+		ln -s "$(readlink "/hostfs$sib")" "$R$sib" || fail "cannot show $sib"
+	elif [ -d "/hostfs$sib" ]; then
+		mkdir -p "$R$sib" && mount --bind "/hostfs$sib" "$R$sib" || fail "cannot show $sib"
+	fi
 	;;
 esac
 share=$(cat "/share/$run/share")
