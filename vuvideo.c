@@ -1167,6 +1167,11 @@ static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 	if (revents & (POLLIN | POLLOUT | POLLERR)) {
 		while ((r = dequeue_src(d, s)) == 0)
 			progress = true;
+		if (r == -EIO) {
+			/* as on capture below: that input would never be answered */
+			stream_error(d, s, "DQBUF output: I/O error");
+			return;
+		}
 		if (r != -EAGAIN && r != -EINVAL && r != -EPIPE)
 			vu_log(VU_WARN, "stream %u: DQBUF output: %s", s->id, strerror(-r));
 		while ((r = dequeue_dst(d, s)) == 0) {
@@ -1178,8 +1183,8 @@ static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 			send_eos(d, s);
 			drain_done(d, s);
 		} else if (r == -EIO) {
-			/* a buffer the driver lost track of: its resource would
-			 * never be answered */
+			/* a bad index or the driver's own I/O error (dequeue()):
+			 * the buffer's resource would never be answered */
 			stream_error(d, s, "DQBUF capture: I/O error");
 			return;
 		}
