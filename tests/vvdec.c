@@ -146,7 +146,9 @@ int vvdec_gen_raw(const char *path, unsigned w, unsigned h, unsigned n, unsigned
 	if (!f || !buf)
 		goto fail;
 	for (unsigned k = 0; k < n; k++) {
-		unsigned bx = (k * 16 + seed * 40) % (w - 64), by = (k * 8 + seed * 20) % (h - 64);
+		/* The 64x64 square moves; at the minimum size (64) it stays. */
+		unsigned bx = (k * 16 + seed * 40) % (w > 64 ? w - 64 : 1);
+		unsigned by = (k * 8 + seed * 20) % (h > 64 ? h - 64 : 1);
 
 		for (unsigned y = 0; y < h; y++)
 			for (unsigned x = 0; x < w; x++) {
