@@ -8,6 +8,8 @@
  *
  * VUV_FAKE_DAEMON: the daemon (default build/tests/vhost-user-video-fake);
  * VUV_DAEMON_WRAPPER: e.g. valgrind; VUV_CASE: run matching cases only.
+ * The daemons run with VUV_FAKE_STRICT=1: a QBUF of a buffer the codec
+ * holds aborts them (tests/fake_m2m.c).
  */
 #include <endian.h>
 #include <errno.h>
@@ -1577,6 +1579,8 @@ int main(void)
 						  : "build/tests/vhost-user-video-fake";
 	suite.name = "daemon";
 	suite.args = "-v";
+	/* the fake aborts the daemon on a QBUF of a buffer it holds */
+	setenv("VUV_FAKE_STRICT", "1", 1);
 	if (!mkdtemp(work)) {
 		printf("FAIL mkdtemp: %s\n0 passed, 1 failed\n", strerror(errno));
 		return 1;

@@ -436,6 +436,12 @@ static void vc_decode(struct out *o, uint8_t sid, unsigned nframes, uint8_t sz, 
 	for (uint8_t r = 0; r < 3; r++)
 		vc_queue(o, sid, 1, r, 0, 0, NULL);
 	vc_events(o, 2);
+	/* decoding again after the drain (START, capture restart) */
+	for (uint8_t i = 0; i < 2; i++) {
+		vc_frame(o, i, sz2, 32, 1);
+		vc_queue(o, sid, 0, i, (uint8_t)(100 + i), 1, fsize);
+		vc_events(o, 2);
+	}
 }
 
 /* Encoder: 16x16 YU12 input by SET_PARAMS, 3 raw and 3 coded resources. */
@@ -489,7 +495,7 @@ static void seeds_vv(const char *dir)
 		for (uint8_t f = 0; f < 10; f++) {
 			if (f && dev % 2)
 				continue;	/* faults: single-planar only */
-			vc_header(&o, dev, f, 2);
+			vc_header(&o, dev, f, 1);	/* the fault at N = 2 */
 			if (enc)
 				vc_encode(&o, 0, 8);
 			else
@@ -530,6 +536,19 @@ static void seeds_vv(const char *dir)
 			u8(&o, c);
 			u32(&o, c * 1000u + w);
 		}
+	/* raw commands: every type with a bare header, then short and long */
+	for (uint16_t t = 0; t < 20; t++) {
+		u8(&o, VC_RAW);
+		u16(&o, (uint16_t)(t + 1));
+		u8(&o, 0);
+		u8(&o, 8);
+		put(&o, "\0\0\0\0\0\0\0\0", 8);
+	}
+	u8(&o, VC_RAW);
+	u16(&o, 0x8000 | 6);
+	u8(&o, 0);
+	u8(&o, 4);
+	put(&o, "abcd", 4);
 	save(dir, "seed-enc-controls", &o);
 }
 
