@@ -30,7 +30,8 @@
  *   1 STREAM_DESTROY sid       2 STREAM_DRAIN sid
  *   3 RESOURCE_CREATE sid, u8 queue, u8 res, u8 layout (bit 7: the per-plane
  *     layout), u8 planes (% 4), u8 mode: 0 one entry per plane over the
- *     resource's own 32 KiB, else (mode % 8) entries of u32 gpa, u16 len
+ *     resource's own 32 KiB, else (mode % 8) entries of u32 gpa (in the
+ *     data area or past the end of memory), u16 len
  *   4 RESOURCE_QUEUE sid, u8 queue, u8 res, u8 timestamp, u8 sizes (% 4),
  *     u16 each
  *   5 RESOURCE_DESTROY_ALL sid, u8 queue     6 QUEUE_CLEAR sid, u8 queue
@@ -517,7 +518,10 @@ static void step_resource_create(struct rd *r)
 		for (unsigned i = 0; i < mode; i++) {
 			struct virtio_video_mem_entry e = { 0 };
 
-			e.addr = htole64(r32(r) % (MEM_SIZE + 0x1000u));
+			/* the data area, or past the end of guest memory; not the
+			 * rings: a guest that has the device write its own rings
+			 * only breaks itself, and the harness would see that */
+			e.addr = htole64(DATA_BASE + r32(r) % (DATA_SIZE + 0x10000u));
 			e.length = htole32(r16(r));
 			memcpy(buf + len + 16 * nent++, &e, sizeof(e));
 		}
