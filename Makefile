@@ -183,8 +183,9 @@ $(B)/asan/%.o: %.c $(B)/config.h | $(B)/asan/tests
 # Each target links vu.c built with VU_TEST_HOOKS. make check replays the
 # committed corpora with gcc ASan+UBSan (replay.c, no clang needed); make fuzz
 # runs libFuzzer (clang) for FUZZ_SECONDS per target.
-FUZZ_TARGETS := fuzz_vu_msg fuzz_vring
-FUZZ_SRCS = tests/fuzz/$(1).c tests/fuzz/fuzz_common.c vu.c
+FUZZ_TARGETS := fuzz_vu_msg fuzz_vring fuzz_vv_cmd
+# fuzz_vv_cmd includes vuvideo.c itself (its statics are the harness's).
+FUZZ_SRCS = tests/fuzz/$(1).c $(if $(filter fuzz_vv_cmd,$(1)),tests/fake_m2m.c,tests/fuzz/fuzz_common.c) vu.c
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_CPPFLAGS := $(VUV_CPPFLAGS) -DVU_TEST_HOOKS -Itests/fuzz

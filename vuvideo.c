@@ -155,6 +155,9 @@ struct vv_stream {
 	struct vv_queue q[2];		/* [M2M_SRC] = INPUT, [M2M_DST] = OUTPUT */
 	bool fmt_known;			/* capture format known (after SOURCE_CHANGE) */
 	bool change_pending;		/* resolution event waits for the LAST buffer */
+	bool change_sent;		/* DECODER_RESOLUTION_CHANGED sent, capture not set up since */
+	struct m2m_pix change_pix;	/* the capture format and visible */
+	struct m2m_rect change_crop;	/* rectangle that event announced */
 	bool error;			/* the codec failed: no more data polling */
 	enum vv_drain drain;
 	struct vu_chain drain_chain;	/* parked while drain != VV_DRAIN_NONE */
@@ -928,6 +931,7 @@ static int setup_capture(struct vv_stream *s)
 
 	if (count > M2M_MAX_BUFFERS)
 		count = M2M_MAX_BUFFERS;
+	q->allocated = false;	/* true again once REQBUFS succeeded */
 	r = m2m_get_fmt(&s->m2m, M2M_DST, &q->alloc_pix);
 	if (r)
 		return r;
@@ -941,6 +945,7 @@ static int setup_capture(struct vv_stream *s)
 		return r;
 	if (s->flow == VV_FLOW_RES_CHANGE || s->flow == VV_FLOW_INIT)
 		s->flow = VV_FLOW_RUNNING;
+	s->change_sent = false;		/* the guest acted on the last change */
 	return 0;
 }
 
@@ -997,6 +1002,26 @@ static void send_eos(struct vv_dev *d, struct vv_stream *s)
 		return;
 	}
 	res_done(d, s, r, true, 0, VIRTIO_VIDEO_BUFFER_FLAG_EOS, 0);
+}
+
+/* Tell the guest the capture format changed (DECODER_RESOLUTION_CHANGED),
+ * once per change it must act on: a codec that repeats SOURCE_CHANGE for
+ * the format already announced, before the guest set up capture for it
+ * (setup_capture), is not repeated to the guest (an event storm would
+ * otherwise make the guest reallocate its buffers again and again). */
+static void res_change_send(struct vv_dev *d, struct vv_stream *s)
+{
+	struct m2m_pix pix = { 0 };
+
+	if (m2m_get_fmt(&s->m2m, M2M_DST, &pix))
+		pix = s->change_pix;
+	if (s->change_sent && !memcmp(&pix, &s->change_pix, sizeof(pix)) &&
+	    !memcmp(&s->crop, &s->change_crop, sizeof(s->crop)))
+		return;
+	s->change_sent = true;
+	s->change_pix = pix;
+	s->change_crop = s->crop;
+	event_send(d, VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED, s->id);
 }
 
 /* DQBUF on queue mq: the buffer, and the resource it was paired with (the
@@ -1076,7 +1101,7 @@ static int dequeue_dst(struct vv_dev *d, struct vv_stream *s)
 		s->flow = VV_FLOW_RES_CHANGE;
 		if (s->change_pending) {
 			s->change_pending = false;
-			event_send(d, VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED, s->id);
+			res_change_send(d, s);
 		}
 	}
 	return 0;
@@ -1106,26 +1131,30 @@ static void stream_error(struct vv_dev *d, struct vv_stream *s, const char *why)
 	event_send(d, VIRTIO_VIDEO_EVENT_ERROR, s->id);
 }
 
+/* Pending V4L2 events. All of them are read first: the SOURCE_CHANGEs of
+ * one wake-up describe one state of the codec (the format it reports now),
+ * so they make one change, however many the driver raised. */
 static void service_events(struct vv_dev *d, struct vv_stream *s)
 {
 	uint32_t type, changes;
+	unsigned n = 0;
 
-	while (m2m_dqevent(&s->m2m, &type, &changes) == 0) {
-		if (type != V4L2_EVENT_SOURCE_CHANGE ||
-		    !(changes & V4L2_EVENT_SRC_CH_RESOLUTION))
-			continue;
-		dec_read_capture_format(s);
-		s->fmt_known = true;
-		vu_log(VU_DEBUG, "stream %u: source change", s->id);
-		if (!s->q[M2M_DST].allocated || !s->m2m.streaming[M2M_DST] ||
-		    s->flow == VV_FLOW_RES_CHANGE) {
-			/* first header, or the LAST buffer is already out */
-			event_send(d, VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED, s->id);
-		} else {
-			/* mid-stream: the event follows the LAST buffer, so that
-			 * the guest has every frame of the old size first */
-			s->change_pending = true;
-		}
+	while (m2m_dqevent(&s->m2m, &type, &changes) == 0)
+		if (type == V4L2_EVENT_SOURCE_CHANGE && (changes & V4L2_EVENT_SRC_CH_RESOLUTION))
+			n++;
+	if (!n)
+		return;
+	dec_read_capture_format(s);
+	s->fmt_known = true;
+	vu_log(VU_DEBUG, "stream %u: source change (%u event%s)", s->id, n, n == 1 ? "" : "s");
+	if (!s->q[M2M_DST].allocated || !s->m2m.streaming[M2M_DST] ||
+	    s->flow == VV_FLOW_RES_CHANGE) {
+		/* first header, or the LAST buffer is already out */
+		res_change_send(d, s);
+	} else {
+		/* mid-stream: the event follows the LAST buffer, so that
+		 * the guest has every frame of the old size first */
+		s->change_pending = true;
 	}
 }
 
@@ -1182,6 +1211,14 @@ static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 		if (r == -EPIPE && s->drain == VV_DRAIN_STOPPING) {
 			send_eos(d, s);
 			drain_done(d, s);
+		} else if (r == -EPIPE && s->flow != VV_FLOW_RES_CHANGE &&
+			   s->flow != VV_FLOW_STOPPED) {
+			/* vb2: EPIPE only after a LAST buffer, and every LAST
+			 * buffer ended a drain or began a resolution change
+			 * (dequeue_dst). Without one, the capture buffers in
+			 * the driver never come back. */
+			stream_error(d, s, "DQBUF capture: EPIPE without a LAST buffer");
+			return;
 		} else if (r == -EIO) {
 			/* a bad index or the driver's own I/O error (dequeue()):
 			 * the buffer's resource would never be answered */
@@ -1812,6 +1849,8 @@ static uint64_t res_capacity(const struct vv_res *r)
  * Both, because vicodec 6.1 clears its "last buffer dequeued" state only
  * in STREAMOFF: after START alone every capture DQBUF fails with EPIPE. The
  * guest's queued output resources stay queued and get V4L2 buffers again. */
+static void streamon_failed(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq, int err);
+
 static void resume_after_drain(struct vv_dev *d, struct vv_stream *s)
 {
 	int r = is_encoder(d) ? m2m_encoder_cmd(&s->m2m, V4L2_ENC_CMD_START, false)
@@ -1823,8 +1862,10 @@ static void resume_after_drain(struct vv_dev *d, struct vv_stream *s)
 		m2m_streamoff(&s->m2m, M2M_DST);
 		queue_reset_pairs(&s->q[M2M_DST]);
 		r = m2m_streamon(&s->m2m, M2M_DST);
-		if (r)
-			vu_log(VU_WARN, "stream %u: STREAMON capture: %s", s->id, strerror(-r));
+		if (r) {
+			streamon_failed(d, s, M2M_DST, r);
+			return;
+		}
 	}
 	s->flow = VV_FLOW_RUNNING;
 	feed_dst(d, s);
@@ -1863,16 +1904,38 @@ static int queue_input(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, 
 		return -EINVAL;
 	if (alloc_src(s))
 		return -ENOMEM;
-	if (s->flow == VV_FLOW_STOPPED)
+	if (s->flow == VV_FLOW_STOPPED) {
 		resume_after_drain(d, s);
+		if (s->error)
+			return -EBUSY;	/* the restart failed: ERROR event sent */
+	}
 	return 0;
 }
 
-/* Checks and set-up before an output buffer is accepted. */
-static int queue_output(struct vv_stream *s)
+/* A queue the codec would not start (STREAMON failed; dev-decoder.rst and
+ * dev-encoder.rst know no recovery but a restart): its buffers come back
+ * (STREAMOFF), their chains are answered with FLAG_ERR, and the guest gets
+ * an ERROR event, on which its driver fails both queues and stops them:
+ * QUEUE_CLEAR or STREAM_DESTROY then answer the rest, as after any stream
+ * error. One log line (stream_error's). Command thread, lock held. */
+static void streamon_failed(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq, int err)
+{
+	char why[80];
+
+	snprintf(why, sizeof(why), "STREAMON %s: %s", m2m_queue_name(mq), strerror(-err));
+	m2m_streamoff(&s->m2m, mq);
+	queue_flush(d, s, mq);
+	stream_error(d, s, why);
+}
+
+/* Checks and set-up before an output buffer is accepted. A STREAMON that
+ * fails does not refuse the buffer: it is taken, and *streamon_err says the
+ * caller must end it with streamon_failed(). */
+static int queue_output(struct vv_stream *s, int *streamon_err)
 {
 	int ret;
 
+	*streamon_err = 0;
 	if (s->q[M2M_DST].allocated && s->m2m.streaming[M2M_DST])
 		return 0;
 	/* The guest queues capture buffers only after our
@@ -1880,7 +1943,9 @@ static int queue_output(struct vv_stream *s)
 	if (!s->fmt_known)
 		return 0;
 	ret = setup_capture(s);
-	if (ret) {
+	if (ret && s->q[M2M_DST].allocated) {
+		*streamon_err = ret;	/* buffers allocated, STREAMON failed */
+	} else if (ret) {
 		vu_log(VU_WARN, "stream %u: capture setup: %s", s->id, strerror(-ret));
 		return -ENOMEM;
 	}
@@ -1894,14 +1959,14 @@ static int cmd_resource_queue(struct vv_dev *d, struct vv_req *q, struct vu_chai
 	enum m2m_queue mq = q->u.rq.q;
 	struct vv_queue *vq = &s->q[mq];
 	struct vv_res *r = res_find(vq, q->u.rq.id);
-	int ret;
+	int ret, streamon_err = 0;
 
 	(void)out;
 	if (!r || r->queued)
 		return -ENOENT;
 	if (s->error)
 		return -EBUSY;
-	ret = mq == M2M_SRC ? queue_input(d, s, r, q->u.rq.bytes) : queue_output(s);
+	ret = mq == M2M_SRC ? queue_input(d, s, r, q->u.rq.bytes) : queue_output(s, &streamon_err);
 	if (ret)
 		return ret;
 	r->queued = true;
@@ -1921,8 +1986,10 @@ static int cmd_resource_queue(struct vv_dev *d, struct vv_req *q, struct vu_chai
 		if (!s->m2m.streaming[M2M_SRC] && vq->in_driver) {
 			ret = m2m_streamon(&s->m2m, M2M_SRC);
 			if (ret)
-				vu_log(VU_WARN, "stream %u: STREAMON output: %s", s->id, strerror(-ret));
+				streamon_failed(d, s, M2M_SRC, ret);	/* answers r too */
 		}
+	} else if (streamon_err) {
+		streamon_failed(d, s, M2M_DST, streamon_err);	/* answers r too */
 	} else {
 		feed_dst(d, s);
 	}

@@ -49,6 +49,10 @@
  * up to FK_MAX_EVENTS pending). ctx=K: only the K-th context
  * opened by the process gets the faults (default: every one). N counts
  * from 1.
+ *
+ * VUV_FAKE_STRICT=1 (read at every open): a caller bug that vb2 would
+ * only refuse with -EINVAL, QBUF of a buffer the driver holds or of an
+ * index past the queue, aborts with one line instead (tests/fuzz).
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -123,6 +127,7 @@ struct fk_ctx {
 	unsigned f_bad_index, f_big_used, f_epipe, f_streamon, f_no_event, f_storm;
 	unsigned n_dst_done, n_src_qbuf, n_dst_dqbuf, n_streamon;
 	bool dead;
+	bool strict;			/* VUV_FAKE_STRICT: caller bugs abort */
 	unsigned idle_calls;
 	bool idle_warned;
 	unsigned dead_calls;		/* calls after the device went away */
@@ -369,6 +374,7 @@ int m2m_open(struct m2m_ctx *ctx, const char *path, bool mplane)
 	c->f_streamon = fault_value(faults, "streamon");
 	c->f_no_event = fault_value(faults, "no_event");
 	c->f_storm = fault_value(faults, "storm");
+	c->strict = getenv("VUV_FAKE_STRICT") && atoi(getenv("VUV_FAKE_STRICT"));
 	if (role == M2M_ROLE_DECODER) {
 		coded_layout(&c->q[M2M_SRC].pix, 640, 480, 0);
 		raw_layout(&c->q[M2M_DST].pix, V4L2_PIX_FMT_YUV420, 640, 480);
@@ -946,8 +952,15 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 	struct fk_queue *fq = &c->q[q];
 	struct fk_buf *b;
 
-	if (mb->index >= fq->nbufs || fq->b[mb->index].queued)
+	if (mb->index >= fq->nbufs || fq->b[mb->index].queued) {
+		if (c->strict) {
+			fprintf(stderr, "fake_m2m: fd %d: QBUF %s buffer %u %s (VUV_FAKE_STRICT)\n",
+				c->fd, m2m_queue_name(q), mb->index,
+				mb->index >= fq->nbufs ? "past the queue" : "which the driver holds");
+			abort();
+		}
 		FK_LEAVE(-EINVAL);
+	}
 	b = &fq->b[mb->index];
 	for (unsigned p = 0; p < fq->nplanes; p++)
 		if (q == M2M_SRC && mb->bytesused[p] > b->len[p])

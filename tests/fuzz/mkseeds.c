@@ -2,7 +2,8 @@
 /*
  * mkseeds: writes the seed corpora (well-formed sessions) of the fuzz
  * targets, in the step format of fuzz_vu_msg.c and fuzz_vring.c:
- *   mkseeds DIR   -> DIR/fuzz_vu_msg/seed-*, DIR/fuzz_vring/seed-*
+ *   mkseeds DIR   -> DIR/fuzz_vu_msg/seed-*, DIR/fuzz_vring/seed-*,
+ *                    DIR/fuzz_vv_cmd/seed-* (fuzz_vv_cmd.c's steps)
  * `make fuzz-seeds` runs it on tests/fuzz/corpus; the output is committed.
  */
 #include <errno.h>
@@ -330,6 +331,227 @@ static void seeds_vring(const char *dir)
 	save(dir, "seed-loop", &o);
 }
 
+/* ---- fuzz_vv_cmd: guest sessions of the command layer ---------------------- */
+
+#define FK_HDR 44
+enum { VC_CREATE, VC_DESTROY, VC_DRAIN, VC_RES_CREATE, VC_QUEUE, VC_DESTROY_ALL, VC_CLEAR,
+       VC_GET_PARAMS, VC_SET_PARAMS, VC_CONTROLS, VC_FRAME, VC_WRITE, VC_EVENTS, VC_EVENTS_FORCED,
+       VC_RAW, VC_LIFE };
+
+static void vc_header(struct out *o, uint8_t dev, uint8_t fault, uint8_t n)
+{
+	o->n = 0;
+	u8(o, dev);
+	u8(o, fault);
+	u8(o, n);
+}
+
+static void vc_create(struct out *o, uint8_t sid)
+{
+	u8(o, VC_CREATE);
+	u8(o, sid);
+	u8(o, 0);		/* FWHT */
+	u8(o, 0);		/* guest pages both ways */
+}
+
+/* planes 3 (YU12) or 1 (coded), one entry over the resource's memory */
+static void vc_res_create(struct out *o, uint8_t sid, uint8_t q, uint8_t res, uint8_t planes)
+{
+	u8(o, VC_RES_CREATE);
+	u8(o, sid);
+	u8(o, q);
+	u8(o, res);
+	u8(o, 0);
+	u8(o, planes);
+	u8(o, 0);
+}
+
+static void vc_queue(struct out *o, uint8_t sid, uint8_t q, uint8_t res, uint8_t ts,
+		     unsigned n, const uint16_t *sizes)
+{
+	u8(o, VC_QUEUE);
+	u8(o, sid);
+	u8(o, q);
+	u8(o, res);
+	u8(o, ts);
+	u8(o, (uint8_t)n);
+	for (unsigned i = 0; i < n; i++)
+		u16(o, sizes[i]);
+}
+
+/* a w x h frame (16 x (1 + sz bits)) of payload bytes into input res */
+static void vc_frame(struct out *o, uint8_t res, uint8_t sz, uint8_t payload, uint8_t key)
+{
+	u8(o, VC_FRAME);
+	u8(o, res);
+	u16(o, 0);
+	u8(o, sz);
+	u8(o, payload);
+	u8(o, key);
+}
+
+static void vc_op(struct out *o, uint8_t code, uint8_t sid, uint8_t q)
+{
+	u8(o, code);
+	u8(o, sid);
+	u8(o, q);
+}
+
+static void vc_events(struct out *o, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		u8(o, VC_EVENTS);
+}
+
+/* Decoder: 4 bitstream resources, frames of size sz, the first header,
+ * 3 output resources, nframes frames in turn, drain. */
+static void vc_decode(struct out *o, uint8_t sid, unsigned nframes, uint8_t sz, uint8_t sz2)
+{
+	uint16_t fsize[1] = { FK_HDR + 32 };
+
+	vc_create(o, sid);
+	for (uint8_t r = 0; r < 4; r++)
+		vc_res_create(o, sid, 0, r, 1);
+	for (unsigned i = 0; i < nframes; i++) {
+		uint8_t res = (uint8_t)(i % 4);
+
+		vc_frame(o, res, i < nframes / 2 ? sz : sz2, 32, i == 0);
+		vc_queue(o, sid, 0, res, (uint8_t)i, 1, fsize);
+		vc_events(o, 1);
+		if (i == 0) {
+			vc_op(o, VC_GET_PARAMS, sid, 1);
+			for (uint8_t r = 0; r < 3; r++) {
+				vc_res_create(o, sid, 1, r, 3);
+				vc_queue(o, sid, 1, r, 0, 0, NULL);
+			}
+			vc_events(o, 2);
+		} else {
+			vc_queue(o, sid, 1, (uint8_t)(i % 3), 0, 0, NULL);
+			vc_events(o, 1);
+		}
+	}
+	u8(o, VC_DRAIN);
+	u8(o, sid);
+	vc_events(o, 3);
+	for (uint8_t r = 0; r < 3; r++)
+		vc_queue(o, sid, 1, r, 0, 0, NULL);
+	vc_events(o, 2);
+	/* decoding again after the drain (START, capture restart) */
+	for (uint8_t i = 0; i < 2; i++) {
+		vc_frame(o, i, sz2, 32, 1);
+		vc_queue(o, sid, 0, i, (uint8_t)(100 + i), 1, fsize);
+		vc_events(o, 2);
+	}
+}
+
+/* Encoder: 16x16 YU12 input by SET_PARAMS, 3 raw and 3 coded resources. */
+static void vc_encode(struct out *o, uint8_t sid, unsigned nframes)
+{
+	uint16_t psizes[3] = { 256, 64, 64 };
+
+	vc_create(o, sid);
+	u8(o, VC_SET_PARAMS);
+	u8(o, sid);
+	u8(o, 0);		/* input */
+	u8(o, 0);		/* YU12 */
+	u16(o, 16);
+	u16(o, 16);
+	u8(o, 3);
+	u32(o, 256);
+	u8(o, 0);
+	u8(o, 30);
+	for (uint8_t r = 0; r < 3; r++) {
+		vc_res_create(o, sid, 0, r, 3);
+		vc_res_create(o, sid, 1, r, 1);
+		vc_queue(o, sid, 1, r, 0, 0, NULL);
+	}
+	for (unsigned i = 0; i < nframes; i++) {
+		u8(o, VC_WRITE);
+		u32(o, (uint32_t)(i % 3) * 0x8000);
+		u8(o, 16);
+		put(o, "raw frame bytes!", 16);
+		vc_queue(o, sid, 0, (uint8_t)(i % 3), (uint8_t)i, 3, psizes);
+		vc_events(o, 2);
+		if (i >= 2)
+			vc_queue(o, sid, 1, (uint8_t)(i % 3), 0, 0, NULL);
+	}
+	u8(o, VC_DRAIN);
+	u8(o, sid);
+	vc_events(o, 3);
+}
+
+static void seeds_vv(const char *dir)
+{
+	static const char *const fault[10] = {
+		"", "enodev", "error", "eio-qbuf", "bad-index", "big-used", "epipe", "streamon",
+		"no-event", "storm",
+	};
+	static struct out o;
+	char name[64];
+
+	for (uint8_t dev = 0; dev < 4; dev += 1) {
+		bool enc = dev >= 2;
+
+		for (uint8_t f = 0; f < 10; f++) {
+			if (f && dev % 2)
+				continue;	/* faults: single-planar only */
+			vc_header(&o, dev, f, 1);	/* the fault at N = 2 */
+			if (enc)
+				vc_encode(&o, 0, 8);
+			else
+				vc_decode(&o, 0, 8, 0, 0);
+			snprintf(name, sizeof(name), "seed-%s%s%s%s", enc ? "enc" : "dec",
+				 dev % 2 ? "-mplane" : "", f ? "-" : "", fault[f]);
+			save(dir, name, &o);
+		}
+	}
+	/* a resolution change mid-stream; two streams at once */
+	vc_header(&o, 0, 0, 0);
+	vc_decode(&o, 0, 8, 0, 5);
+	save(dir, "seed-dec-res-change", &o);
+	vc_header(&o, 0, 0, 0);
+	vc_decode(&o, 0, 6, 0, 0);
+	vc_decode(&o, 1, 6, 1, 1);
+	save(dir, "seed-dec-two-streams", &o);
+	/* seek (clear input), destroy-all, a reset and a reconnect mid-stream */
+	vc_header(&o, 0, 0, 0);
+	vc_decode(&o, 0, 4, 0, 0);
+	vc_op(&o, VC_CLEAR, 0, 0);
+	vc_op(&o, VC_CLEAR, 0, 1);
+	vc_op(&o, VC_DESTROY_ALL, 0, 1);
+	vc_decode(&o, 2, 4, 0, 0);
+	vc_op(&o, VC_LIFE, 1, 0);	/* RESET_DEVICE */
+	vc_decode(&o, 0, 4, 0, 0);
+	vc_op(&o, VC_LIFE, 2, 0);	/* disconnect, reconnect */
+	vc_decode(&o, 0, 4, 0, 0);
+	save(dir, "seed-dec-seek-reset-reconnect", &o);
+	/* every control and capability query */
+	vc_header(&o, 2, 0, 0);
+	vc_create(&o, 0);
+	for (uint8_t w = 0; w < 4; w++)
+		for (uint8_t c = 0; c < 9; c++) {
+			u8(&o, VC_CONTROLS);
+			u8(&o, w);
+			u8(&o, 0);
+			u8(&o, c);
+			u32(&o, c * 1000u + w);
+		}
+	/* raw commands: every type with a bare header, then short and long */
+	for (uint16_t t = 0; t < 20; t++) {
+		u8(&o, VC_RAW);
+		u16(&o, (uint16_t)(t + 1));
+		u8(&o, 0);
+		u8(&o, 8);
+		put(&o, "\0\0\0\0\0\0\0\0", 8);
+	}
+	u8(&o, VC_RAW);
+	u16(&o, 0x8000 | 6);
+	u8(&o, 0);
+	u8(&o, 4);
+	put(&o, "abcd", 4);
+	save(dir, "seed-enc-controls", &o);
+}
+
 int main(int argc, char **argv)
 {
 	char d[4096];
@@ -345,5 +567,8 @@ int main(int argc, char **argv)
 	snprintf(d, sizeof(d), "%s/fuzz_vring", argv[1]);
 	mkdir(d, 0755);
 	seeds_vring(d);
+	snprintf(d, sizeof(d), "%s/fuzz_vv_cmd", argv[1]);
+	mkdir(d, 0755);
+	seeds_vv(d);
 	return 0;
 }
