@@ -15,9 +15,9 @@ for s in ${VUV_ARM_SUITES:-dec enc}; do
 	echo "=== e2e $s (aarch64 daemon)"
 	t0=$(cut -d' ' -f1 /proc/uptime)
 	rm -rf /tmp/vuv-e2e-*
-	"$B/tests/e2e_$s" >/tmp/suite.log 2>&1
-	rc=$?
-	cat /tmp/suite.log
+	# (BusyBox sh has no PIPESTATUS: the status goes through a file)
+	{ "$B/tests/e2e_$s"; echo $? >/tmp/suite.rc; } 2>&1 | tee /tmp/suite.log
+	rc=$(cat /tmp/suite.rc)
 	t1=$(cut -d' ' -f1 /proc/uptime)
 	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' /tmp/suite.log | tail -n 1)
 	p=0 f=0
