@@ -31,7 +31,9 @@ readonly CROSS=aarch64-linux-gnu-
 # v4l2-mem2mem, unlike amd64's). No virtio: the guest needs no device.
 readonly IMAGE_MODULES="mc videodev videobuf2-common videobuf2-v4l2 videobuf2-memops videobuf2-vmalloc v4l2-mem2mem"
 # The arm64 userland: unpacked (dpkg-deb -x), never installed.
-readonly USER_DEBS="busybox-static v4l-utils libv4l-0 libv4lconvert0 libv4l2rds0 libc6 libgcc-s1 libstdc++6 libjpeg62-turbo libudev1 libcap2"
+# (v4l2-ctl needs libv4l2, libv4lconvert, libjpeg, libstdc++, libgcc_s, libc;
+# setup checks the whole DT_NEEDED closure is there.)
+readonly USER_DEBS="busybox-static v4l-utils libv4l-0 libv4lconvert0 libc6 libgcc-s1 libstdc++6 libjpeg62-turbo"
 
 die() {
 	echo "vm-arm64.sh: error: $*" >&2
@@ -177,10 +179,11 @@ pkg_version() {
 }
 
 cache_key() {
-	printf 'format=%s kver=%s common=%s kbuild=%s source=%s cross=%s init=%s\n' "$FORMAT" "$KVER" \
+	printf 'format=%s kver=%s common=%s kbuild=%s source=%s cross=%s init=%s lists=%s\n' "$FORMAT" "$KVER" \
 		"$(pkg_version "linux-headers-$ABI-common")" "$(pkg_version linux-kbuild-6.1)" \
 		"$(pkg_version linux-source-6.1)" "$(pkg_version gcc-12-aarch64-linux-gnu)" \
-		"$(guest_init | cksum | cut -d' ' -f1)"
+		"$(guest_init | cksum | cut -d' ' -f1)" \
+		"$(echo "$IMAGE_MODULES $USER_DEBS" | cksum | cut -d' ' -f1)"
 }
 
 cache_ok() {
@@ -297,6 +300,7 @@ copy_needed() {
 }
 
 TMP_BUILD=
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup_build() {
 	[[ -z $TMP_BUILD ]] || rm -rf "$TMP_BUILD"
 }
@@ -441,8 +445,8 @@ do_setup() {
 	(cd "$w/initrd" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) >"$w/out/base.cpio"
 	tr '\n' ' ' <"$w/initrd/lib/modules/order" >"$w/out/modules"
 	for deb in "$w"/deb/*.deb; do
-		dpkg-deb -f "$deb" Package Architecture Version | tr '\n' ' '
-		echo
+		# shellcheck disable=SC2016 # dpkg's format, not the shell's
+		dpkg-deb -W --showformat='${Package}:${Architecture} ${Version}\n' "$deb"
 	done >"$w/out/packages"
 	echo "$key" >"$w/out/stamp"
 
@@ -589,4 +593,6 @@ main() {
 	esac
 }
 
-main "$@"
+# exit on the same line: bash reads a script as it runs it, and an edit made
+# meanwhile must not be read
+main "$@"; exit
