@@ -575,7 +575,7 @@ do_check() {
 		echo "=== arm64 vm: vicodec $mode-planar: $((SECONDS - t)) s"
 	done
 	echo
-	echo "make check-arm: $((SECONDS - t0)) s"
+	echo "vm-arm64.sh check: $((SECONDS - t0)) s"
 	[ ${#FAILED_PROGS[@]} = 0 ] || echo "failed: ${FAILED_PROGS[*]}"
 	echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
 	[ "$TOTAL_FAIL" = 0 ]
