@@ -35,7 +35,7 @@ readonly L1_KVM_MODULES="kvm_amd kvm_intel"
 readonly L2_PROGRAMS="/bin/bash /usr/bin/v4l2-ctl /usr/bin/v4l2-compliance"
 
 # Every case, in the order they run. kill needs a boot of its own.
-readonly ALL_CASES="l1-compliance-dec l1-compliance-enc kill dec-640 dec-1080 dec-two dec-deep enc-640 compliance-dec compliance-enc"
+readonly ALL_CASES="l1-compliance-dec l1-compliance-enc kill dec-640 dec-1080 dec-two dec-deep stopcont enc-640 compliance-dec compliance-enc"
 
 # v4l2-compliance 1.22.1 failures that belong to the guest driver or to
 # vicodec/v4l-utils, by test name; any other failure fails the case, and one
@@ -509,11 +509,12 @@ S=$W/share # L2's share
 Q_PID=
 DEC_PID='' ENC_PID=''
 
-start_daemon() { # role node -> pid in ${ROLE}_PID
+start_daemon() { # role node [args...] -> pid in ${ROLE}_PID
 	local role=$1 node=$2
+	shift 2
 	# shellcheck disable=SC2086 # VUV_GUEST_DAEMON_ARGS is a list
 	"${VUV_GUEST_DAEMON:-$REPO/vhost-user-video}" --socket-path="$W/$role.sock" --v4l2-device="$node" \
-		${VUV_GUEST_DAEMON_ARGS:-} 2>"$W/$role-daemon.log" &
+		${VUV_GUEST_DAEMON_ARGS:-} "$@" 2>"$W/$role-daemon.log" &
 	printf -v "${role^^}_PID" %s $!
 }
 
@@ -538,6 +539,7 @@ l2_start() {
 	"$qemu" "${data[@]}" -machine pc,accel=kvm -cpu host -smp 1 -m 1G \
 		-object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem \
 		-nodefaults -display none -monitor none -no-reboot -pidfile "$W/qemu.pid" \
+		-qmp "unix:$W/qmp.sock,server=on,wait=off" \
 		-serial "file:$S/run/console.log" \
 		-kernel "$kernel" -initrd "$W/l2.img" -append "$append" \
 		-chardev "socket,id=vdec,path=$W/dec.sock" \
@@ -711,6 +713,137 @@ eval_compliance() {
 	pass "$name" "$t"
 }
 
+# One QMP command ($1, no arguments) to L2's QEMU; prints the answer's JSON.
+qmp() {
+	/usr/bin/python3 - "$W/qmp.sock" "$1" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(120)
+s.connect(sys.argv[1])
+f = s.makefile('rw')
+json.loads(f.readline())
+def cmd(c):
+    f.write(json.dumps({'execute': c}) + '\n')
+    f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if 'return' in r or 'error' in r:
+            return r
+cmd('qmp_capabilities')
+r = cmd(sys.argv[2])
+print(json.dumps(r))
+sys.exit(0 if 'return' in r else 1)
+PY
+}
+
+# QEMU `stop` and `cont` (QMP) in the middle of L2's stopcont decode (L2
+# repeats a run that hit v4l2-ctl's select timeout; each run is stopped on
+# its own): when the run's output has 5 more frames (of 60) than at its last
+# stop, `stop`; QEMU must say it is paused and the decoder daemon must have
+# logged its command ring stopped (GET_VRING_BASE); a pause of 1 s that is
+# not asserted (the codec finishes what it was given; the daemon keeps those
+# answers); `cont`, and the daemon's log of the ring starting again says how
+# many chains it held across the stop (avail - used). A run is stopped again
+# until one stop found chains parked. Each stop: "RUN BYTES-AT-STOP
+# BYTES-AT-CONT PARKED" in $W/stopcont.l1.
+STOPCONT_ERR=
+l1_stopcont() {
+	local fsz=$((640 * 480 * 3 / 2)) i=0 run r sz sz2 k st line parked
+	local log=$W/dec-daemon.log stops starts next=$((fsz * 5)) cur=
+	: >"$W/stopcont.l1"
+	while [[ ! -f $S/run/stopcont.res ]] && kill -0 "$Q_PID" 2>/dev/null && [[ $i -lt 4800 ]]; do
+		i=$((i + 1))
+		run=
+		for r in 1 2 3; do
+			[[ ! -f $S/run/stopcont.$r.yuv ]] || run=$r
+		done
+		[[ $run == "$cur" ]] || { cur=$run; next=$((fsz * 5)); }
+		sz=0
+		[[ -z $run ]] || awk -v r="$run" '$1 == r && $4 > 0 {f = 1} END {exit !f}' "$W/stopcont.l1" ||
+			sz=$(stat -c %s "$S/run/stopcont.$run.yuv")
+		if [[ $sz -lt $next ]]; then
+			sleep 0.25
+			continue
+		fi
+		stops=$(grep -c 'queue 0: stopped at avail' "$log" || true)
+		starts=$(grep -c 'queue 0: started' "$log" || true)
+		if ! qmp stop >"$W/qmp.log" 2>&1; then
+			STOPCONT_ERR="QMP stop failed: $(cat "$W/qmp.log")"
+			return
+		fi
+		sz=$(stat -c %s "$S/run/stopcont.$run.yuv")
+		st=$(qmp query-status 2>&1 || true)
+		if [[ $st != *'"running": false'* ]]; then
+			STOPCONT_ERR="after stop, query-status says: $st"
+			qmp cont >/dev/null 2>&1 || true
+			return
+		fi
+		# (QEMU stops the device before it answers `stop`: no wait expected)
+		for ((k = 0; k < 600; k++)); do
+			[[ $(grep -c 'queue 0: stopped at avail' "$log" || true) -le $stops ]] || break
+			sleep 0.1
+		done
+		if [[ $k -ge 600 ]]; then
+			STOPCONT_ERR="QEMU is paused, but the daemon logged no stop of its command ring in 60 s"
+			qmp cont >/dev/null 2>&1 || true
+			return
+		fi
+		sleep 1
+		sz2=$(stat -c %s "$S/run/stopcont.$run.yuv")
+		if ! qmp cont >"$W/qmp.log" 2>&1; then
+			STOPCONT_ERR="QMP cont failed: $(cat "$W/qmp.log")"
+			return
+		fi
+		# (QEMU sends the ring's messages during `cont`; the daemon logs them
+		# as it reads them)
+		for ((k = 0; k < 600; k++)); do
+			[[ $(grep -c 'queue 0: started' "$log" || true) -le $starts ]] || break
+			sleep 0.1
+		done
+		if [[ $k -ge 600 ]]; then
+			STOPCONT_ERR="QEMU runs again, but the daemon logged no start of its command ring in 60 s"
+			return
+		fi
+		line=$(grep 'queue 0: started' "$log" | tail -n 1)
+		parked=$(sed -n 's/.*avail \([0-9]*\), used \([0-9]*\).*/\1 \2/p' <<<"$line")
+		parked=$(((${parked% *} - ${parked#* }) & 0xffff))
+		next=$((sz + fsz * 5))
+		echo "$run $sz $sz2 $parked" >>"$W/stopcont.l1"
+		echo "guest: stopcont: run $run stopped at $sz bytes of output, continued at $sz2, $parked chains parked in the daemon across the stop"
+	done
+}
+
+# The stopcont case: L2's last run (RUN MD5 SIZE in stopcont.md5) exact, and
+# stopped by l1_stopcont with chains parked and most of its frames to come.
+eval_stopcont() { # ref640
+	local name="QEMU stop/cont (QMP) mid-decode in the guest: the decode finishes, md5 = direct decode ($MODE-planar)"
+	local rc t run='' md5='' size='' at kept delivered
+	rc=$(res_rc stopcont) t=$(res_t stopcont)
+	notes stopcont
+	[[ ! -f $S/run/stopcont.md5 ]] || read -r run md5 size <"$S/run/stopcont.md5"
+	# the first stop of that run with chains parked
+	at=$(awk -v r="${run:-x}" '$1 == r && $4 > 0 {print $2; exit}' "$W/stopcont.l1" 2>/dev/null)
+	kept=$(grep -c 'answered while the ring is stopped; kept' "$W/dec-daemon.log" || true)
+	delivered=$(grep -c 'made while it was stopped delivered' "$W/dec-daemon.log" || true)
+	if [[ -n $STOPCONT_ERR ]]; then
+		fail "$name" "$STOPCONT_ERR"
+	elif [[ $rc != 0 ]]; then
+		fail "$name" "guest v4l2-ctl status $rc"
+		show stopcont "$S/run/stopcont.log" 20
+	elif [[ -z $at ]]; then
+		fail "$name" "run ${run:-?} of L2 was not stopped with chains parked in the daemon (stops: $(tr '\n' ';' <"$W/stopcont.l1"))"
+	elif [[ $at -ge $((640 * 480 * 3 * 50 / 2)) ]]; then
+		fail "$name" "run $run was stopped only at $at bytes of output: not mid-decode"
+	elif [[ "$md5 $size" != "$1" ]]; then
+		fail "$name" "run $run: guest output '$md5 $size' != direct '$1' (md5 size)"
+		show stopcont "$S/run/stopcont.log" 20
+		show "decoder daemon" "$W/dec-daemon.log" 20
+	else
+		echo "guest: stopcont: run $run exact; the daemon kept $kept answers made while stopped, $delivered deliveries after cont"
+		pass "$name" "$t"
+	fi
+}
+
 do_l1() {
 	[[ ${VUV_IN_VM:-} == 1 ]] || die "l1 runs inside the test VM only"
 	DIE_STATUS=125
@@ -768,11 +901,16 @@ do_l1() {
 		eval_compliance "$c" "L1 baseline: v4l2-compliance on vicodec's ${c##*-}oder ($MODE-planar)" "$W/$c.log" "$(since "$t")"
 	done
 
-	start_daemon dec "$VICODEC_DEC"
+	# stopcont reads the decoder's log (-v: its rings stopping and starting)
+	if [[ $cases == *" stopcont "* ]]; then
+		start_daemon dec "$VICODEC_DEC" -v
+	else
+		start_daemon dec "$VICODEC_DEC"
+	fi
 	start_daemon enc "$VICODEC_ENC"
 
 	local l2cases=() k
-	for c in dec-640 dec-1080 dec-two dec-deep enc-640 compliance-dec compliance-enc; do
+	for c in dec-640 dec-1080 dec-two dec-deep stopcont enc-640 compliance-dec compliance-enc; do
 		[[ $cases == *" $c "* ]] && l2cases+=("$c")
 	done
 
@@ -825,6 +963,7 @@ do_l1() {
 			done
 			[[ -z ${KILL_NAME:-} ]] || fail "$KILL_NAME" "L2 did not come up after the kill"
 		else
+			[[ " ${l2cases[*]} " != *" stopcont "* ]] || l1_stopcont
 			l2_wait || true
 			for c in "${l2cases[@]}"; do
 				case $c in
@@ -832,6 +971,7 @@ do_l1() {
 				dec-1080) eval_decode "$c" "guest decode 1920x1080, ${VUV_GUEST_FRAMES_1080:-30} frames, md5 = direct decode ($MODE-planar)" "$ref1080" dec-1080.md5 ;;
 				dec-two) eval_decode "$c" "two guest decoders at once, both md5 = direct decode ($MODE-planar)" "$ref640" dec-two.a.md5 dec-two.b.md5 ;;
 				dec-deep) eval_decode "$c" "guest decode with 16 OUTPUT buffers (like ffmpeg), md5 = direct decode ($MODE-planar)" "$ref640" dec-deep.md5 ;;
+				stopcont) eval_stopcont "$ref640" ;;
 				enc-640)
 					k="$(md5_of "$S/clip640.fwht") $(stat -c %s "$S/clip640.fwht")"
 					eval_decode "$c" "guest encode 640x480, 60 frames, bitstream md5 = direct encode ($MODE-planar)" "$k" enc-640.md5
@@ -958,6 +1098,27 @@ l2_victim() {
 	return 1
 }
 
+# Decodes the 640x480 clip into the share while L1 stops and continues the
+# VM (l1_stopcont). A run that hit v4l2-ctl's fixed 2 s select timeout is
+# noted and repeated, each run in its own file, at most 3 runs; the last
+# run's "RUN MD5 SIZE" goes to stopcont.md5.
+l2_stopcont() {
+	local i rc out
+	echo "L2 clocksource: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)" >>"$R/stopcont.notes"
+	for i in 1 2 3; do
+		out=$R/stopcont.$i.yuv
+		rc=0
+		v4l2-ctl -d "$L2_DEC" --set-fmt-video-out=width=640,height=480,pixelformat=FWHT \
+			--stream-from "$L2_SHARE/clip640.fwht" --stream-to "$out" \
+			--stream-mmap --stream-out-mmap >"$out.log" 2>&1 || rc=$?
+		cat "$out.log"
+		echo "$i $(md5sum "$out" | cut -d' ' -f1) $(stat -c %s "$out")" >"$R/stopcont.md5"
+		grep -q 'select timeout' "$out.log" || return $rc
+		echo "v4l2-ctl hit its fixed 2 s select timeout (run $i of 3, $(stat -c %s "$out") bytes out)" >>"$R/stopcont.notes"
+	done
+	return 1
+}
+
 do_l2() {
 	R=$L2_SHARE/run
 	local c
@@ -972,6 +1133,7 @@ do_l2() {
 		dec-1080) l2_run "$c" l2_decode "$L2_SHARE/clip1080.fwht" "$R/$c.md5" 1920 1080 --hdr ;;
 		dec-two) l2_run "$c" l2_two ;;
 		dec-deep) l2_run "$c" l2_decode "$L2_SHARE/clip640.fwht" "$R/$c.md5" 640 480 --stream-out-mmap=16 ;;
+		stopcont) l2_run "$c" l2_stopcont ;;
 		enc-640) l2_run "$c" l2_encode ;;
 		compliance-dec) l2_run "$c" v4l2-compliance -d "$L2_DEC" ;;
 		compliance-enc) l2_run "$c" v4l2-compliance -d "$L2_ENC" ;;
