@@ -736,7 +736,8 @@ out:
  * I-frames 0, 10, 20) with one kind of damage each, sent one frame per guest
  * buffer as the clip's own frame boundaries say. What vicodec (Linux 6.1)
  * does with each, measured with v4l2-ctl directly on the decoder (the whole
- * stream in one OUTPUT buffer), both planar modes, twice each, identical:
+ * stream in one OUTPUT buffer; single-planar twice, identical; the same
+ * frame counts multi-planar):
  *
  *  - cgarble: frame 5's payload replaced by noise. The same for zeros, 0xff
  *    or 16 flipped bytes: the FWHT decoder notices (its run-length data does
