@@ -796,6 +796,8 @@ while not os.path.exists(run_dir + '/stopcont.res') and alive() and time.time() 
     runs = [r for r in (1, 2, 3) if os.path.exists('%s/stopcont.%d.yuv' % (run_dir, r))]
     lines()
     pending.clear()
+    if runs and out_size(runs[-1]) > 60 * FSZ:
+        fail('run %d wrote more than the clip\'s 60 frames' % runs[-1])
     if not runs or out_size(runs[-1]) < nxt or runs[-1] != cur:
         if runs and runs[-1] != cur:
             cur, nxt = runs[-1], 5 * FSZ
@@ -1128,7 +1130,8 @@ l2_stopcont() {
 	for i in 1 2 3; do
 		out=$R/stopcont.$i.yuv
 		rc=0
-		v4l2-ctl -d "$L2_DEC" --set-fmt-video-out=width=640,height=480,pixelformat=FWHT \
+		# (a bound for a decode that never ends, not a timing: ~1 min is usual)
+		timeout 600 v4l2-ctl -d "$L2_DEC" --set-fmt-video-out=width=640,height=480,pixelformat=FWHT \
 			--stream-from "$L2_SHARE/clip640.fwht" --stream-to "$out" \
 			--stream-mmap --stream-out-mmap >"$out.log" 2>&1 || rc=$?
 		cat "$out.log"
