@@ -740,9 +740,9 @@ out:
  * frame counts multi-planar):
  *
  *  - cgarble: frame 5's payload replaced by noise. The same for zeros, 0xff
- *    or 16 flipped bytes: the FWHT decoder notices (its run-length data does
- *    not end where the frame does) and returns that frame's CAPTURE buffer
- *    with V4L2_BUF_FLAG_ERROR and bytesused 0; frames 6-8 (P-frames on the
+ *    or 16 flipped bytes: the FWHT decoder rejects the frame and returns its
+ *    CAPTURE buffer with V4L2_BUF_FLAG_ERROR and bytesused 0 (v4l2-ctl
+ *    writes nothing for it); frames 6-8 (P-frames on the
  *    broken reference) come out different from the clean decode, frame 9 on
  *    equal again: 29 frames, 1 error.
  *  - ctrunc: frame 5 cut to half its payload, its header unchanged. vicodec
@@ -750,18 +750,20 @@ out:
  *    error for frame 5, frame 6 is lost (its header was eaten; the parser
  *    finds frame 7's start code): 28 frames, 1 error.
  *  - csmall: from frame 15 on the headers say 320x240 (vicodec decodes
- *    640x360 up to 4096x2160): no SOURCE_CHANGE, every such frame an ERROR
- *    buffer: 15 frames, 15 errors. (1280x720, which vicodec supports, over
- *    640x480 data goes the same way: 15 frames, then errors.)
- *  - chuge: frame 5's header says a payload of 2^31-1 bytes. vicodec copies
- *    no more than its largest compressed frame (about a raw frame, here
- *    more than 4 coded ones), fails that frame and looks for the next start
- *    code after what it took: frames 6-9 are lost, 25 frames, 1 error.
+ *    640x360 up to 4096x2160): no second SOURCE_CHANGE, every such frame an
+ *    ERROR buffer: 15 frames, 15 errors. (Headers saying 1280x720, which
+ *    vicodec supports, over the 640x480 data: a second SOURCE_CHANGE and a
+ *    LAST buffer after frame 14, then every frame fails: 15 frames.)
+ *  - chuge: frame 5's header says a payload of 2^31-1 bytes. vicodec fails
+ *    that frame and frames 6-9 are lost (it takes a bounded amount of data
+ *    for the frame, here more than 4 coded frames, and finds the next start
+ *    code after it): 25 frames, 1 error.
  *  - (a last frame cut short just ends the stream: 29 frames, no error; a
  *    version 0 header fails its frame like cgarble, with a kernel log line.)
  *
  * The OUTPUT (bitstream) buffer that held the failed frame comes back with
- * the ERROR flag too. No case makes vicodec stop the stream.
+ * the ERROR flag too (through the daemon, one frame per buffer: exactly one
+ * per failed frame). No case makes vicodec stop the stream.
  *
  * Through the daemon each must end (no hang: the guest decoder gives up after
  * 30 s without progress), with FLAG_ERR on as many output buffers, and on
