@@ -831,8 +831,16 @@ while not os.path.exists(run_dir + '/stopcont.res') and alive() and time.time() 
           'the daemon held %d chains across the stop%s' % (cur, at // FSZ, at2 // FSZ, parked,
           ', answered one while stopped' if kept else ''), flush=True)
     nxt = at + 8 * FSZ
+if alive() and not os.path.exists(run_dir + '/stopcont.res'):
+    fail('L2 did not finish the case in 20 min')
 PY
 	[[ ! -f $W/stopcont.err ]] || STOPCONT_ERR=$(cat "$W/stopcont.err")
+	# a decode that does not end would hold L2 (and l2_wait) until the VM's
+	# own timeout: end L2 (the cases after stopcont are lost then)
+	if [[ -n $STOPCONT_ERR && ! -f $S/run/stopcont.res ]] && kill -0 "$Q_PID" 2>/dev/null; then
+		echo "guest: stopcont: $STOPCONT_ERR; ending L2"
+		kill -9 "$(cat "$W/qemu.pid")" 2>/dev/null || true
+	fi
 }
 
 # The stopcont case: L2's last run (RUN MD5 SIZE in stopcont.md5) exact, and
@@ -1131,7 +1139,7 @@ l2_stopcont() {
 		out=$R/stopcont.$i.yuv
 		rc=0
 		# (a bound for a decode that never ends, not a timing: ~1 min is usual)
-		timeout 600 v4l2-ctl -d "$L2_DEC" --set-fmt-video-out=width=640,height=480,pixelformat=FWHT \
+		timeout -k 10 600 v4l2-ctl -d "$L2_DEC" --set-fmt-video-out=width=640,height=480,pixelformat=FWHT \
 			--stream-from "$L2_SHARE/clip640.fwht" --stream-to "$out" \
 			--stream-mmap --stream-out-mmap >"$out.log" 2>&1 || rc=$?
 		cat "$out.log"
