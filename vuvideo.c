@@ -162,6 +162,7 @@ struct vv_stream {
 	struct m2m_rect crop;		/* decoder: visible rectangle (compose) */
 	uint32_t min_bufs[2];
 	uint32_t frame_rate;
+	unsigned long n_zc, n_copied;	/* V4L2 buffers queued on a view / copied */
 	/* controls the codec lacks: what the guest set, or our default */
 	uint32_t ctl_val[VV_NUM_CTRLS];
 	uint32_t ctl_logged;		/* bit c: "codec ignores control c" logged */
@@ -1043,6 +1044,7 @@ static void dec_feed_src(struct vv_dev *d, struct vv_stream *s)
 		r->fed += n;
 		r->pieces++;
 		r->last_vbuf = vb;
+		zc ? s->n_zc++ : s->n_copied++;
 		s->fed = true;
 		q->vbuf_res[vb] = (int)(r - q->res);
 		q->in_driver++;
@@ -1082,6 +1084,7 @@ static void enc_feed_src(struct vv_dev *d, struct vv_stream *s)
 		}
 		r->pieces = 1;
 		r->last_vbuf = vb;
+		q->vbuf_zc[vb] ? s->n_zc++ : s->n_copied++;
 		s->fed = true;
 		q->vbuf_res[vb] = (int)(r - q->res);
 		q->in_driver++;
@@ -1135,6 +1138,7 @@ static void feed_dst(struct vv_dev *d, struct vv_stream *s)
 		q->vbuf_res[vb] = (int)(r - q->res);
 		r->vbuf = vb;
 		r->last_vbuf = vb;
+		q->vbuf_zc[vb] ? s->n_zc++ : s->n_copied++;
 		q->in_driver++;
 	}
 }
@@ -1530,6 +1534,9 @@ static void sync_event_thread(struct vv_dev *d)
 
 static void stream_release(struct vv_dev *d, struct vv_stream *s, bool answer)
 {
+	if (CONFIG_VUV_ZERO_COPY)
+		vu_log(VU_DEBUG, "stream %u: %lu buffers zero-copy, %lu copied", s->id, s->n_zc,
+		       s->n_copied);
 	s->state = VV_STREAM_CLOSING;
 	sync_event_thread(d);
 	for (int mq = 0; mq < 2; mq++) {
