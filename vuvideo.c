@@ -2920,7 +2920,7 @@ static void usage(FILE *f)
 	      "                           stateful decoder, else encoder, in /dev/video*)\n"
 	      "      --v4l2-ctrl=ID=VAL   set V4L2 control ID (e.g. 0x009909cb, GOP size)\n"
 	      "                           on every stream; repeatable\n"
-	      "      --memory=PATH        auto (default), userptr, dmabuf or mmap: how the\n"
+	      "      --memory=MODE        auto (default), userptr, dmabuf or mmap: how the\n"
 	      "                           codec gets guest buffers (zero-copy or a copy)\n"
 	      "      --print-capabilities print the backend's capabilities as JSON and exit\n"
 	      "  -v, --verbose            log commands; twice: buffers too\n"

@@ -1613,6 +1613,14 @@ static int f_overlap(void)
 	CHECK(!vuf_sg_write(v, &mem, 0, c.data + c.off[0], c.size[0]), "write");
 	EXPECT(vuf_resource_queue(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, vvdec_ts(0), 1,
 				  (uint32_t[8]){ (uint32_t)c.size[0] }, &tin), 0, "queue input");
+	/* as the guest driver: output resources after DECODER_RESOLUTION_CHANGED */
+	{
+		struct virtio_video_event ev;
+
+		EXPECT(vuf_event_wait(v, &ev, VUF_CMD_TIMEOUT_MS), 0, "event");
+		CHECK(ev.event_type == VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED &&
+		      ev.stream_id == 5, "event %u of stream %u", ev.event_type, ev.stream_id);
+	}
 	EXPECT(vuf_get_params(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
 	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
 	for (unsigned p = 0; p < op.num_planes; p++) {
