@@ -83,9 +83,17 @@ int tdaemon_start(struct tdaemon *t, const char *daemon, const char *device, con
 		snprintf(wrap, sizeof(wrap), "%s", w ? w : "");
 		for (char *tok = strtok(wrap, " "); tok && n < 32; tok = strtok(NULL, " "))
 			argv[n++] = tok;
+		/* VUV_MEMORY=auto|userptr|dmabuf|mmap: the daemon's --memory */
+		const char *mem = getenv("VUV_MEMORY");
+		char mem_arg[64];
+
 		argv[n++] = (char *)daemon;
 		argv[n++] = sock_arg;
 		argv[n++] = dev_arg;
+		if (mem && *mem) {
+			snprintf(mem_arg, sizeof(mem_arg), "--memory=%s", mem);
+			argv[n++] = mem_arg;
+		}
 		if (extra)
 			argv[n++] = (char *)extra;
 		argv[n] = NULL;
@@ -258,11 +266,28 @@ out:
 
 /* ---- the runner --------------------------------------------------------------- */
 
+/* VUV_CASE="a|b": the cases whose name contains a or b */
 bool t_case_selected(const char *name)
 {
 	const char *f = getenv("VUV_CASE");
 
-	return !f || !*f || strstr(name, f);
+	if (!f || !*f)
+		return true;
+	for (;;) {
+		const char *bar = strchr(f, '|');
+		size_t n = bar ? (size_t)(bar - f) : strlen(f);
+		char one[256];
+
+		if (n && n < sizeof(one)) {
+			memcpy(one, f, n);
+			one[n] = '\0';
+			if (strstr(name, one))
+				return true;
+		}
+		if (!bar)
+			return false;
+		f = bar + 1;
+	}
 }
 
 int tsuite_start(struct tsuite *s)
