@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -49,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/udmabuf.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
 
@@ -78,6 +80,7 @@ struct vu_region {
 	uint8_t *host;			/* byte at gpa: map + mmap_offset */
 	void *map;
 	size_t map_len;
+	int fd;				/* our dup of the region's file (zero-copy), or -1 */
 };
 
 enum vu_qstate { VU_Q_STOPPED, VU_Q_STARTED };
@@ -515,7 +518,10 @@ static void region_unmap(struct vu_region *rg)
 {
 	if (rg->map)
 		munmap(rg->map, rg->map_len);
+	if (rg->fd > 0)
+		close(rg->fd);
 	memset(rg, 0, sizeof(*rg));
+	rg->fd = -1;
 }
 
 static bool regions_overlap(const struct vu_region *a, const struct vu_region *b)
@@ -560,8 +566,159 @@ static int region_map(struct vu_region *rg, const struct vhost_user_mem_region *
 	*rg = (struct vu_region){
 		.gpa = w->guest_phys_addr, .size = size, .uva = w->userspace_addr,
 		.host = (uint8_t *)map + off, .map = map, .map_len = off + size,
+		/* Zero-copy hands the file's pages to the kernel: keep the file. */
+		.fd = CONFIG_VUV_ZERO_COPY ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1,
 	};
 	return 0;
+}
+
+/* ---- DMABUF over guest memory ------------------------------------------------- */
+
+/* udmabuf (drivers/dma-buf/udmabuf.c) takes pages of a shmem or hugetlbfs
+ * file only, and only while it cannot shrink under the buffer: F_SEAL_SHRINK
+ * set, F_SEAL_WRITE and F_SEAL_FUTURE_WRITE clear (the device writes into it). */
+const char *vu_memfd_unfit(int fd)
+{
+	int seals;
+
+	if (fd < 0)
+		return "the daemon kept no file for the memory region";
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0)
+		return "the memory region's file is not a memfd (udmabuf takes memfd pages "
+		       "only: use QEMU memory-backend-memfd)";
+	if (!(seals & F_SEAL_SHRINK))
+		return (seals & F_SEAL_SEAL) ?
+		       "the memory region's file is not sealed with F_SEAL_SHRINK and cannot be "
+		       "(a tmpfs file such as QEMU memory-backend-file on /dev/shm; "
+		       "memory-backend-memfd seals by default)" :
+		       "the memory region's memfd is not sealed with F_SEAL_SHRINK "
+		       "(QEMU memory-backend-memfd with seal=off?)";
+	if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+		return "the memory region's memfd is sealed against writes";
+	return NULL;
+}
+
+static const struct vu_region *region_of(struct vu_dev *dev, uint64_t gpa)
+{
+	for (unsigned i = 0; i < dev->nregions; i++)
+		if (gpa >= dev->regions[i].gpa && gpa - dev->regions[i].gpa < dev->regions[i].size)
+			return &dev->regions[i];
+	return NULL;
+}
+
+/* Append [off, off + len) of rg's file to items, merging with the last item
+ * when it ends where this begins in the same file. */
+static int dmabuf_item_add(struct udmabuf_create_item *items, unsigned *n, unsigned max,
+			   const struct vu_region *rg, uint64_t off, uint64_t len)
+{
+	struct udmabuf_create_item *last = *n ? &items[*n - 1] : NULL;
+
+	if (last && last->memfd == (uint32_t)rg->fd && last->offset + last->size == off) {
+		last->size += len;
+		return 0;
+	}
+	if (*n == max)
+		return -E2BIG;
+	items[(*n)++] = (struct udmabuf_create_item){ .memfd = (uint32_t)rg->fd,
+						      .offset = off, .size = len };
+	return 0;
+}
+
+int vu_dmabuf_items(struct vu_dev *dev, const struct vu_seg *segs, unsigned n,
+		    struct udmabuf_create_item *items, unsigned max, const char **why)
+{
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	unsigned count = 0;
+
+	*why = NULL;
+	if (!CONFIG_VUV_DMABUF)
+		return *why = "built without CONFIG_VUV_DMABUF", -EOPNOTSUPP;
+	if (!n)
+		return *why = "no memory entries", -EINVAL;
+	if (vu_broken(dev))
+		return *why = "the device is broken", -EIO;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t gpa = segs[i].gpa, left = segs[i].len;
+
+		if (!left || gpa % page || left % page)
+			return *why = "a memory entry is empty or not page-aligned", -EINVAL;
+		if (gpa_wraps(gpa, left))
+			return *why = "a memory entry wraps around", -EFAULT;
+		/* A range may span adjacent regions: one item per region. */
+		while (left) {
+			const struct vu_region *rg = region_of(dev, gpa);
+			uint64_t off, chunk;
+
+			if (!rg)
+				return *why = "a memory entry is outside guest memory", -EFAULT;
+			off = (uint64_t)(rg->host - (uint8_t *)rg->map) + (gpa - rg->gpa);
+			chunk = rg->size - (gpa - rg->gpa);
+			if (chunk > left)
+				chunk = left;
+			if (off % page || chunk % page)
+				return *why = "a memory region is not page-aligned in its file",
+				       -EINVAL;
+			if ((*why = vu_memfd_unfit(rg->fd)))
+				return -EPERM;
+			if (dmabuf_item_add(items, &count, max, rg, off, chunk))
+				return *why = "too many pieces for one udmabuf", -E2BIG;
+			gpa += chunk;
+			left -= chunk;
+		}
+	}
+	return (int)count;
+}
+
+static int udmabuf_fd = -1;		/* __atomic; opened on first use, kept */
+
+static int udmabuf_dev(void)
+{
+	int fd = __atomic_load_n(&udmabuf_fd, __ATOMIC_ACQUIRE), none = -1;
+
+	if (fd >= 0)
+		return fd;
+	fd = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (!__atomic_compare_exchange_n(&udmabuf_fd, &none, fd, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		close(fd);
+		fd = none;
+	}
+	return fd;
+}
+
+int vu_dmabuf_create(struct vu_dev *dev, const struct vu_seg *segs, unsigned n, const char **why)
+{
+	struct udmabuf_create_list *req;
+	int count, dev_fd, fd;
+
+	if (n > VU_DMABUF_MAX_ITEMS)
+		return *why = "too many memory entries for one udmabuf", -E2BIG;
+	req = malloc(sizeof(*req) + VU_DMABUF_MAX_ITEMS * sizeof(req->list[0]));
+	if (!req)
+		return *why = "out of memory", -ENOMEM;
+	count = vu_dmabuf_items(dev, segs, n, req->list, VU_DMABUF_MAX_ITEMS, why);
+	fd = count;
+	if (count < 0)
+		goto out_free;
+	dev_fd = fd = udmabuf_dev();
+	if (dev_fd < 0) {
+		*why = fd == -ENOENT ? "no /dev/udmabuf (host kernel without CONFIG_UDMABUF)" :
+		       "cannot open /dev/udmabuf";
+		goto out_free;
+	}
+	req->flags = UDMABUF_FLAGS_CLOEXEC;
+	req->count = (uint32_t)count;
+	fd = ioctl(dev_fd, UDMABUF_CREATE_LIST, req);
+	if (fd < 0) {
+		fd = -errno;
+		*why = "UDMABUF_CREATE_LIST failed";
+	}
+out_free:
+	free(req);
+	return fd;
 }
 
 /* ---- rings -------------------------------------------------------------------- */
