@@ -44,6 +44,22 @@ const char *m2m_queue_name(enum m2m_queue q)
 	return q <= M2M_DST ? names[q] : "?";
 }
 
+const char *m2m_memory_name(enum m2m_memory m)
+{
+	static const char *const names[] = {
+		[M2M_MEM_MMAP] = "mmap",
+		[M2M_MEM_USERPTR] = "userptr",
+		[M2M_MEM_DMABUF] = "dmabuf",
+	};
+	return m <= M2M_MEM_DMABUF ? names[m] : "?";
+}
+
+static const uint32_t v4l2_memory[] = {
+	[M2M_MEM_MMAP] = V4L2_MEMORY_MMAP,
+	[M2M_MEM_USERPTR] = V4L2_MEMORY_USERPTR,
+	[M2M_MEM_DMABUF] = V4L2_MEMORY_DMABUF,
+};
+
 static void set_types(struct m2m_ctx *ctx, bool mplane)
 {
 	ctx->mplane = mplane;
@@ -420,9 +436,10 @@ static int map_buffer(struct m2m_ctx *ctx, enum m2m_queue q, unsigned index)
 	struct v4l2_plane planes[M2M_MAX_PLANES];
 	struct v4l2_buffer b = {
 		.type = ctx->buf_type[q],
-		.memory = V4L2_MEMORY_MMAP,
+		.memory = v4l2_memory[ctx->mem[q]],
 		.index = index,
 	};
+	bool own = ctx->mem[q] != M2M_MEM_MMAP;
 	unsigned n = 1;
 	int r;
 
@@ -440,7 +457,10 @@ static int map_buffer(struct m2m_ctx *ctx, enum m2m_queue q, unsigned index)
 	for (unsigned p = 0; p < n; p++) {
 		size_t len = ctx->mplane ? planes[p].length : b.length;
 		off_t off = ctx->mplane ? planes[p].m.mem_offset : b.m.offset;
-		void *a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ctx->fd, off);
+		/* bounce memory: pages only where the copy path writes */
+		void *a = own ? mmap(NULL, len, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+			      : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ctx->fd, off);
 
 		if (a == MAP_FAILED)
 			return -errno;
@@ -455,12 +475,19 @@ int m2m_alloc_buffers(struct m2m_ctx *ctx, enum m2m_queue q, unsigned *count)
 	struct v4l2_requestbuffers rb = {
 		.count = *count < M2M_MAX_BUFFERS ? *count : M2M_MAX_BUFFERS,
 		.type = ctx->buf_type[q],
-		.memory = V4L2_MEMORY_MMAP,
+		.memory = v4l2_memory[ctx->mem[q]],
 	};
 	int r;
 
 	unmap_queue(ctx, q);
 	r = xioctl(ctx->fd, VIDIOC_REQBUFS, &rb);
+	if (r && *count && ctx->mem[q] != M2M_MEM_MMAP) {
+		/* the driver refuses that memory: the copy path's MMAP */
+		ctx->mem[q] = M2M_MEM_MMAP;
+		rb.memory = V4L2_MEMORY_MMAP;
+		rb.count = *count < M2M_MAX_BUFFERS ? *count : M2M_MAX_BUFFERS;
+		r = xioctl(ctx->fd, VIDIOC_REQBUFS, &rb);
+	}
 	if (r)
 		return r;
 	ctx->buf_caps[q] = rb.capabilities;
@@ -478,6 +505,20 @@ int m2m_alloc_buffers(struct m2m_ctx *ctx, enum m2m_queue q, unsigned *count)
 	return 0;
 }
 
+int m2m_query_buf_caps(struct m2m_ctx *ctx, enum m2m_queue q, uint32_t *caps)
+{
+	struct v4l2_requestbuffers rb = {
+		.type = ctx->buf_type[q],
+		.memory = V4L2_MEMORY_MMAP,
+	};
+	int r;
+
+	unmap_queue(ctx, q);
+	r = xioctl(ctx->fd, VIDIOC_REQBUFS, &rb);
+	*caps = r ? 0 : rb.capabilities;
+	return r;
+}
+
 static void ns_to_timeval(uint64_t ns, struct timeval *tv)
 {
 	tv->tv_sec = (time_t)(ns / 1000000000u);
@@ -489,25 +530,40 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 	struct v4l2_plane planes[M2M_MAX_PLANES];
 	struct v4l2_buffer b = {
 		.type = ctx->buf_type[q],
-		.memory = V4L2_MEMORY_MMAP,
+		.memory = v4l2_memory[ctx->mem[q]],
 		.index = mb->index,
 		.flags = mb->flags,
 		.field = V4L2_FIELD_NONE,
 	};
+	bool user = ctx->mem[q] == M2M_MEM_USERPTR;
+	uintptr_t ptr[M2M_MAX_PLANES];
+	uint32_t len[M2M_MAX_PLANES];
 
-	if (mb->index >= ctx->nbufs[q])
+	if (mb->index >= ctx->nbufs[q] || ctx->mem[q] == M2M_MEM_DMABUF)
 		return -EINVAL;
 	ns_to_timeval(mb->timestamp, &b.timestamp);
 	memset(planes, 0, sizeof(planes));
+	for (unsigned p = 0; p < ctx->num_planes[q]; p++) {
+		const struct m2m_plane_map *m = &ctx->map[q][mb->index][p];
+
+		ptr[p] = mb->userptr[p] ? mb->userptr[p] : (uintptr_t)m->addr;
+		len[p] = mb->userptr[p] ? mb->length[p] : (uint32_t)m->length;
+	}
 	if (ctx->mplane) {
 		b.m.planes = planes;
 		b.length = ctx->num_planes[q];
 		for (unsigned p = 0; p < ctx->num_planes[q]; p++) {
 			planes[p].bytesused = mb->bytesused[p];
-			planes[p].length = (uint32_t)ctx->map[q][mb->index][p].length;
+			planes[p].length = len[p];
+			if (user)
+				planes[p].m.userptr = ptr[p];
 		}
 	} else {
 		b.bytesused = mb->bytesused[0];
+		if (user) {
+			b.m.userptr = ptr[0];
+			b.length = len[0];
+		}
 	}
 	return xioctl(ctx->fd, VIDIOC_QBUF, &b);
 }
@@ -517,7 +573,7 @@ int m2m_dqbuf(struct m2m_ctx *ctx, enum m2m_queue q, struct m2m_buf *mb)
 	struct v4l2_plane planes[M2M_MAX_PLANES];
 	struct v4l2_buffer b = {
 		.type = ctx->buf_type[q],
-		.memory = V4L2_MEMORY_MMAP,
+		.memory = v4l2_memory[ctx->mem[q]],
 	};
 	int r;
 

@@ -28,6 +28,9 @@ enum m2m_queue { M2M_SRC = 0, M2M_DST = 1 };
 
 enum m2m_role { M2M_ROLE_NONE = 0, M2M_ROLE_DECODER, M2M_ROLE_ENCODER };
 
+/* V4L2 memory type of a queue's buffers. */
+enum m2m_memory { M2M_MEM_MMAP = 0, M2M_MEM_USERPTR, M2M_MEM_DMABUF };
+
 /* The frame sizes of one format: discrete sizes are min == max, step 0. */
 struct m2m_frmsize {
 	uint32_t min_w, max_w, step_w;
@@ -86,9 +89,15 @@ struct m2m_buf {
 	unsigned num_planes;
 	uint32_t bytesused[M2M_MAX_PLANES];
 	uint32_t data_offset[M2M_MAX_PLANES];
+	/* QBUF on a USERPTR queue: the memory of each plane (length bytes at
+	 * userptr); 0 = the buffer's own bounce memory, map[][][] */
+	uintptr_t userptr[M2M_MAX_PLANES];
+	uint32_t length[M2M_MAX_PLANES];
 };
 
-/* A mapped MMAP buffer plane. */
+/* A buffer plane the daemon can copy through: a mapped MMAP plane, or on a
+ * USERPTR queue the plane's own anonymous (bounce) memory, used when a QBUF
+ * gives no user pointer for it. */
 struct m2m_plane_map {
 	void *addr;
 	size_t length;
@@ -102,6 +111,7 @@ struct m2m_ctx {
 	unsigned num_planes[2];		/* memory planes of the allocated buffers */
 	struct m2m_plane_map map[2][M2M_MAX_BUFFERS][M2M_MAX_PLANES];
 	uint32_t buf_caps[2];		/* V4L2_BUF_CAP_* from REQBUFS */
+	enum m2m_memory mem[2];		/* memory of the buffers (m2m_alloc_buffers) */
 	bool streaming[2];
 };
 
@@ -127,9 +137,16 @@ int m2m_set_selection(struct m2m_ctx *ctx, enum m2m_queue q, uint32_t target, st
 int m2m_set_frame_rate(struct m2m_ctx *ctx, enum m2m_queue q, uint32_t fps);
 int m2m_get_frame_rate(struct m2m_ctx *ctx, enum m2m_queue q, uint32_t *fps);
 
-/* REQBUFS(MMAP, *count) then QUERYBUF + mmap of every plane; *count is
- * updated to what the driver granted. *count == 0 frees everything. */
+/* REQBUFS(ctx->mem[q], *count) then QUERYBUF + mmap of every plane (MMAP),
+ * or anonymous memory of the plane's length (USERPTR: the bounce memory of
+ * the copy path); *count is updated to what the driver granted. A REQBUFS
+ * of USERPTR or DMABUF that fails is retried with MMAP, and ctx->mem[q]
+ * says MMAP then. *count == 0 frees everything. */
 int m2m_alloc_buffers(struct m2m_ctx *ctx, enum m2m_queue q, unsigned *count);
+/* The V4L2_BUF_CAP_* of queue q, from a REQBUFS(MMAP, 0): only while the
+ * queue has no buffers (it frees them). */
+int m2m_query_buf_caps(struct m2m_ctx *ctx, enum m2m_queue q, uint32_t *caps);
+const char *m2m_memory_name(enum m2m_memory m);
 
 int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *b);
 /* -EAGAIN: nothing ready; -EPIPE: the last buffer was already dequeued. */

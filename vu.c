@@ -80,7 +80,19 @@ struct vu_region {
 	uint8_t *host;			/* byte at gpa: map + mmap_offset */
 	void *map;
 	size_t map_len;
-	int fd;				/* our dup of the region's file (zero-copy), or -1 */
+	int fd;				/* our dup of the file (linear views), or -1 */
+	uint64_t foff;			/* file offset of gpa (mmap_offset) */
+};
+
+/* A linear view (vu_view_new): a reserved address range with pieces of the
+ * regions' files mapped at consecutive addresses. */
+struct vu_view {
+	struct vu_view *next;		/* dev->views */
+	uint8_t *base;			/* the reservation, page-aligned */
+	size_t res_len;			/* its length */
+	size_t head;			/* first byte of the data at base + head */
+	size_t len;			/* bytes of data */
+	bool valid;			/* false once the memory table changed */
 };
 
 enum vu_qstate { VU_Q_STOPPED, VU_Q_STARTED };
@@ -143,6 +155,7 @@ struct vu_dev {
 	uint8_t status;
 	unsigned nregions;
 	struct vu_region regions[VU_MAX_MEM_SLOTS];
+	struct vu_view *views;		/* live linear views, valid or not */
 	struct vu_queue q[VU_MAX_QUEUES];
 	struct vu_rl rl_chain, rl_req, rl_call;
 };
@@ -518,7 +531,7 @@ static void region_unmap(struct vu_region *rg)
 {
 	if (rg->map)
 		munmap(rg->map, rg->map_len);
-	if (rg->fd > 0)
+	if (rg->map && rg->fd >= 0)
 		close(rg->fd);
 	memset(rg, 0, sizeof(*rg));
 	rg->fd = -1;
@@ -566,10 +579,232 @@ static int region_map(struct vu_region *rg, const struct vhost_user_mem_region *
 	*rg = (struct vu_region){
 		.gpa = w->guest_phys_addr, .size = size, .uva = w->userspace_addr,
 		.host = (uint8_t *)map + off, .map = map, .map_len = off + size,
-		/* Zero-copy hands the file's pages to the kernel: keep the file. */
+		/* kept for linear views; without one, views are refused */
 		.fd = CONFIG_VUV_ZERO_COPY ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1,
+		.foff = off,
 	};
 	return 0;
+}
+
+/* ---- linear views of guest memory ----------------------------------------------
+ *
+ * The pieces of a guest buffer mapped at consecutive host addresses, for a
+ * driver that takes one user pointer (V4L2 USERPTR). Each piece is mapped
+ * from the region's file with MAP_FIXED into a PROT_NONE reservation, so a
+ * piece must start on a page boundary of the file and of the view, except
+ * the first (which may start inside its page), and end on one, except the
+ * last (its page is mapped whole, and must be guest memory too). The view
+ * maps nothing the entries do not name beyond the partial first and last
+ * pages, and those only inside the same region.
+ *
+ * A change of the memory table (SET_MEM_TABLE, REM_MEM_REG, disconnect)
+ * invalidates every view: its pages are replaced by PROT_NONE at once, but
+ * the address range stays reserved until the owner frees the view, so that
+ * no later mapping reuses the addresses while a driver may still remember
+ * them (vb2 keeps a USERPTR buffer pinned, keyed by address, until that
+ * buffer is queued with another address or freed).
+ */
+
+#define VU_VIEW_MAX_LEN (1ull << 30)
+#define VU_VIEW_MAX_MAPS 4096u
+
+static size_t page_size(void)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+
+	return pg > 0 ? (size_t)pg : 4096;
+}
+
+static struct vu_region *region_of(struct vu_dev *dev, uint64_t gpa)
+{
+	for (unsigned i = 0; i < dev->nregions; i++)
+		if (gpa >= dev->regions[i].gpa && gpa - dev->regions[i].gpa < dev->regions[i].size)
+			return &dev->regions[i];
+	return NULL;
+}
+
+/* One mmap of the view being built: file pages of rg from foff for len
+ * bytes at view offset at (all page-aligned). */
+struct view_map {
+	const struct vu_region *rg;
+	uint64_t foff;
+	size_t at, len;
+};
+
+static int view_map_flush(struct vu_view *v, struct view_map *m, unsigned *nmaps)
+{
+	void *a;
+
+	if (!m->len)
+		return 0;
+	if (++*nmaps > VU_VIEW_MAX_MAPS)
+		return -E2BIG;
+	a = mmap(v->base + m->at, m->len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+		 m->rg->fd, (off_t)m->foff);
+	if (a == MAP_FAILED)
+		return -errno;
+	m->len = 0;
+	return 0;
+}
+
+/* Add [gpa, gpa + len), inside region rg, at view offset at; merged with the
+ * previous mmap when it continues it in the same file. */
+static int view_add(struct vu_view *v, struct view_map *m, unsigned *nmaps,
+		    const struct vu_region *rg, uint64_t gpa, size_t len, size_t at, size_t pg)
+{
+	uint64_t foff = rg->foff + (gpa - rg->gpa), fstart = foff & ~(uint64_t)(pg - 1);
+	uint64_t rend = rg->foff + rg->size, fend;
+	size_t astart = at & ~(pg - 1);
+	int r;
+
+	if ((foff & (pg - 1)) != (at & (pg - 1)) || fstart < rg->foff)
+		return -ENOTSUP;
+	fend = (foff + len + pg - 1) & ~(uint64_t)(pg - 1);
+	if (fend > rend)
+		return -ENOTSUP;	/* the last page is not all guest memory */
+	if (m->len && m->rg->fd == rg->fd && m->foff + m->len == fstart && m->at + m->len == astart) {
+		m->len += (size_t)(fend - fstart);
+		return 0;
+	}
+	r = view_map_flush(v, m, nmaps);
+	if (r)
+		return r;
+	*m = (struct view_map){ rg, fstart, astart, (size_t)(fend - fstart) };
+	return 0;
+}
+
+/* Lay the pieces out (first pass: checks only, base NULL) or map them. */
+static int view_build(struct vu_dev *dev, struct vu_view *v, const struct vu_seg *seg, unsigned n,
+		      size_t pg)
+{
+	struct view_map m = { 0 };
+	unsigned nmaps = 0;
+	size_t at = v->head;
+	int r;
+
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t gpa = seg[i].gpa, left = seg[i].len;
+
+		while (left) {
+			struct vu_region *rg = region_of(dev, gpa);
+			uint64_t chunk;
+
+			if (!rg || rg->fd < 0)
+				return rg ? -ENOTSUP : -EFAULT;
+			chunk = rg->size - (gpa - rg->gpa);
+			if (chunk > left)
+				chunk = left;
+			/* a piece after the first starts on a page boundary,
+			 * and so the one before it ended on one */
+			if (at != v->head && (at & (pg - 1)))
+				return -ENOTSUP;
+			if (v->base)
+				r = view_add(v, &m, &nmaps, rg, gpa, (size_t)chunk, at, pg);
+			else
+				r = ((rg->foff + (gpa - rg->gpa)) & (pg - 1)) != (at & (pg - 1)) ? -ENOTSUP : 0;
+			if (r)
+				return r;
+			at += (size_t)chunk;
+			gpa += chunk;
+			left -= chunk;
+		}
+	}
+	return v->base ? view_map_flush(v, &m, &nmaps) : 0;
+}
+
+int vu_view_new(struct vu_dev *dev, const struct vu_seg *seg, unsigned n, struct vu_view **out)
+{
+	size_t pg = page_size();
+	struct vu_view *v;
+	uint64_t total = 0;
+	struct vu_region *rg;
+	int r;
+
+	*out = NULL;
+	if (!CONFIG_VUV_ZERO_COPY)
+		return -ENOTSUP;
+	if (vu_broken(dev) || !n)
+		return -EFAULT;
+	for (unsigned i = 0; i < n; i++) {
+		if (!seg[i].len || gpa_wraps(seg[i].gpa, seg[i].len))
+			return -EFAULT;
+		total += seg[i].len;
+		if (total > VU_VIEW_MAX_LEN)
+			return -E2BIG;
+	}
+	rg = region_of(dev, seg[0].gpa);
+	if (!rg)
+		return -EFAULT;
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->head = (size_t)((rg->foff + (seg[0].gpa - rg->gpa)) & (pg - 1));
+	v->len = (size_t)total;
+	v->res_len = (v->head + v->len + pg - 1) & ~(pg - 1);
+	r = view_build(dev, v, seg, n, pg);
+	if (r)
+		goto err_free;
+	v->base = mmap(NULL, v->res_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		       -1, 0);
+	if (v->base == MAP_FAILED) {
+		r = -errno;
+		goto err_free;
+	}
+	r = view_build(dev, v, seg, n, pg);
+	if (r)
+		goto err_unmap;
+	v->valid = true;
+	v->next = dev->views;
+	dev->views = v;
+	*out = v;
+	return 0;
+err_unmap:
+	munmap(v->base, v->res_len);
+err_free:
+	free(v);
+	return r;
+}
+
+void *vu_view_addr(const struct vu_view *v)
+{
+	return v->base + v->head;
+}
+
+size_t vu_view_len(const struct vu_view *v)
+{
+	return v->len;
+}
+
+bool vu_view_valid(const struct vu_view *v)
+{
+	return v && v->valid;
+}
+
+void vu_view_free(struct vu_dev *dev, struct vu_view *v)
+{
+	if (!v)
+		return;
+	for (struct vu_view **pp = &dev->views; *pp; pp = &(*pp)->next)
+		if (*pp == v) {
+			*pp = v->next;
+			break;
+		}
+	munmap(v->base, v->res_len);
+	free(v);
+}
+
+/* The memory table changes: no view may show the old memory. The address
+ * ranges stay reserved (see above). */
+static void views_invalidate(struct vu_dev *dev)
+{
+	for (struct vu_view *v = dev->views; v; v = v->next) {
+		if (!v->valid)
+			continue;
+		if (mmap(v->base, v->res_len, PROT_NONE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
+			vu_log(VU_WARN, "cannot unmap a linear view: %s", strerror(errno));
+		v->valid = false;
+	}
 }
 
 /* ---- DMABUF over guest memory ------------------------------------------------- */
@@ -599,14 +834,6 @@ const char *vu_memfd_unfit(int fd)
 	return NULL;
 }
 
-static const struct vu_region *region_of(struct vu_dev *dev, uint64_t gpa)
-{
-	for (unsigned i = 0; i < dev->nregions; i++)
-		if (gpa >= dev->regions[i].gpa && gpa - dev->regions[i].gpa < dev->regions[i].size)
-			return &dev->regions[i];
-	return NULL;
-}
-
 /* Append [off, off + len) of rg's file to items, merging with the last item
  * when it ends where this begins in the same file. */
 static int dmabuf_item_add(struct udmabuf_create_item *items, unsigned *n, unsigned max,
@@ -628,7 +855,7 @@ static int dmabuf_item_add(struct udmabuf_create_item *items, unsigned *n, unsig
 int vu_dmabuf_items(struct vu_dev *dev, const struct vu_seg *segs, unsigned n,
 		    struct udmabuf_create_item *items, unsigned max, const char **why)
 {
-	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t page = page_size();
 	unsigned count = 0;
 
 	*why = NULL;
@@ -652,7 +879,7 @@ int vu_dmabuf_items(struct vu_dev *dev, const struct vu_seg *segs, unsigned n,
 
 			if (!rg)
 				return *why = "a memory entry is outside guest memory", -EFAULT;
-			off = (uint64_t)(rg->host - (uint8_t *)rg->map) + (gpa - rg->gpa);
+			off = rg->foff + (gpa - rg->gpa);
 			chunk = rg->size - (gpa - rg->gpa);
 			if (chunk > left)
 				chunk = left;
@@ -1339,6 +1566,7 @@ static int h_set_mem_table(struct vu_ctx *x)
 		}
 	}
 	/* The new table is complete: switch, then unmap the old one. */
+	views_invalidate(dev);
 	memcpy(old, dev->regions, nold * sizeof(old[0]));
 	memcpy(dev->regions, nr, n * sizeof(nr[0]));
 	dev->nregions = n;
@@ -1390,6 +1618,7 @@ static int h_rem_mem_reg(struct vu_ctx *x)
 		if (rg->gpa != w->guest_phys_addr || rg->size != w->memory_size ||
 		    rg->uva != w->userspace_addr)
 			continue;
+		views_invalidate(dev);
 		region_unmap(rg);
 		memmove(rg, rg + 1, (dev->nregions - i - 1) * sizeof(*rg));
 		dev->nregions--;
@@ -2003,6 +2232,8 @@ void vu_dev_free(struct vu_dev *dev)
 	if (!dev)
 		return;
 	vu_disconnect(dev);
+	while (dev->views)		/* the owner's, left behind */
+		vu_view_free(dev, dev->views);
 	close_fd(&dev->wake_fd);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
@@ -2039,6 +2270,7 @@ void vu_disconnect(struct vu_dev *dev)
 	vu_lock(dev);
 	for (unsigned i = 0; i < VU_MAX_QUEUES; i++)
 		vq_clear(&dev->q[i]);
+	views_invalidate(dev);
 	for (unsigned i = 0; i < dev->nregions; i++)
 		region_unmap(&dev->regions[i]);
 	dev->nregions = 0;

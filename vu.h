@@ -277,6 +277,29 @@ int vu_gpa_read(struct vu_dev *dev, uint64_t gpa, void *buf, size_t len);
 int vu_gpa_write(struct vu_dev *dev, uint64_t gpa, const void *buf, size_t len);
 
 /*
+ * Linear views (zero-copy): the guest buffer made of the pieces seg[0..n)
+ * (guest-physical, in order) mapped at consecutive host addresses, from the
+ * regions' files, for handing to a driver (V4L2 USERPTR). Lock held, any
+ * thread. The daemon itself must not dereference a view (use vu_gpa_*: the
+ * frontend may truncate its file under it).
+ * vu_view_new: 0 and *out; -EFAULT a piece is not guest memory (or wraps);
+ * -ENOTSUP a piece is not page-aligned in its file and in the view the way
+ * mmap needs (every piece but the first starts on a page boundary, every
+ * piece but the last ends on one), or the region has no file to map;
+ * -E2BIG more than 1 GiB or too many separate mappings; -ENOMEM, or mmap's
+ * error. Any error means: use the copy path for this buffer.
+ * A view is invalidated (vu_view_valid false, its pages gone, its addresses
+ * still reserved) by every change of the memory table (SET_MEM_TABLE,
+ * REM_MEM_REG) and by disconnect; the owner still frees it, with
+ * vu_view_free, after the driver let go of its addresses. */
+struct vu_view;
+int vu_view_new(struct vu_dev *dev, const struct vu_seg *seg, unsigned n, struct vu_view **out);
+void *vu_view_addr(const struct vu_view *v);	/* the first byte of seg[0] */
+size_t vu_view_len(const struct vu_view *v);	/* the sum of the lengths */
+bool vu_view_valid(const struct vu_view *v);	/* NULL: false */
+void vu_view_free(struct vu_dev *dev, struct vu_view *v);	/* NULL: nothing */
+
+/*
  * DMABUF over guest memory (CONFIG_VUV_DMABUF; lock held for both).
  * A list of guest-physical ranges becomes the items of one
  * UDMABUF_CREATE_LIST request: each range must lie in guest memory, start

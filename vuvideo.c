@@ -85,11 +85,6 @@
 
 /* ---- types ----------------------------------------------------------------- */
 
-struct vv_ent {
-	uint64_t gpa;
-	uint32_t len;
-};
-
 struct vv_res {
 	uint32_t id;
 	uint32_t layout;		/* VIRTIO_VIDEO_PLANES_LAYOUT_* */
@@ -98,8 +93,10 @@ struct vv_res {
 	unsigned plane_first[VIRTIO_VIDEO_MAX_PLANES];
 	unsigned plane_nent[VIRTIO_VIDEO_MAX_PLANES];
 	uint64_t plane_len[VIRTIO_VIDEO_MAX_PLANES];
-	struct vv_ent *ent;
+	struct vu_seg *ent;		/* guest-physical pieces, in order */
 	unsigned nent;
+	struct vu_view *view;		/* all of ent mapped linearly (zero-copy), or NULL */
+	int last_vbuf;			/* the V4L2 buffer it had last, -1: none */
 	/* RESOURCE_QUEUE state */
 	bool queued;			/* a chain is parked in .chain */
 	struct vu_chain chain;
@@ -117,6 +114,8 @@ struct vv_queue {
 	struct vv_res *res;		/* VV_MAX_RESOURCES, allocated at the first create */
 	unsigned nres;
 	int vbuf_res[M2M_MAX_BUFFERS];	/* resource slot using V4L2 buffer i, -1 free */
+	bool vbuf_zc[M2M_MAX_BUFFERS];	/* V4L2 buffer i was queued on its resource's view */
+	bool mem_logged;		/* the memory path was logged for this stream */
 	unsigned in_driver;		/* V4L2 buffers queued to the driver */
 	bool allocated;
 	struct m2m_pix alloc_pix;	/* format the V4L2 buffers were allocated with */
@@ -163,6 +162,7 @@ struct vv_stream {
 	struct m2m_rect crop;		/* decoder: visible rectangle (compose) */
 	uint32_t min_bufs[2];
 	uint32_t frame_rate;
+	unsigned long n_zc, n_copied;	/* V4L2 buffers queued on a view / copied */
 	/* controls the codec lacks: what the guest set, or our default */
 	uint32_t ctl_val[VV_NUM_CTRLS];
 	uint32_t ctl_logged;		/* bit c: "codec ignores control c" logged */
@@ -170,9 +170,18 @@ struct vv_stream {
 
 #define VV_MAX_USER_CTRLS 16
 
+/* --memory: what the streams' queues may use (the order a queue tries). */
+enum vv_memory {
+	VV_MEM_AUTO = 0,	/* USERPTR where it works, else DMABUF, else MMAP + copy */
+	VV_MEM_MMAP,
+	VV_MEM_USERPTR,		/* forced: even if the driver does not say so */
+	VV_MEM_DMABUF,		/* forced; falls back to USERPTR, then MMAP */
+};
+
 struct vv_dev {
 	struct vu_dev *vu;
 	const char *devpath;
+	enum vv_memory memory;
 	/* --v4l2-ctrl=ID=VALUE, applied to every new stream */
 	unsigned n_ctrls;
 	struct { uint32_t id; int32_t value; } ctrls[VV_MAX_USER_CTRLS];
@@ -450,7 +459,7 @@ static int res_copy(struct vv_dev *d, struct vv_res *r, unsigned p, uint64_t off
 	if (off > r->plane_len[p] || len > r->plane_len[p] - off)
 		return -ENOSPC;
 	for (unsigned i = first; i < first + n && len; i++) {
-		struct vv_ent *e = &r->ent[i];
+		struct vu_seg *e = &r->ent[i];
 		size_t chunk;
 		int ret;
 
@@ -532,6 +541,10 @@ static long copy_frame(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
 		if (pl[p].mem >= s->m2m.num_planes[mq] ||
 		    pl[p].offset > m->length || pl[p].size > m->length - pl[p].offset)
 			return -EIO;
+		if (s->q[mq].vbuf_zc[vb]) {	/* the codec used the guest's memory */
+			total += pl[p].size;
+			continue;
+		}
 		if (r->layout == VIRTIO_VIDEO_PLANES_LAYOUT_PER_PLANE && own)
 			off = r->plane_offsets[rp] < r->plane_len[rp] ? r->plane_offsets[rp] : 0;
 		ret = res_copy(d, r, rp, off, (uint8_t *)m->addr + pl[p].offset, pl[p].size,
@@ -544,6 +557,8 @@ static long copy_frame(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
 	return total;
 }
 
+static uint64_t res_capacity(const struct vv_res *r);
+
 /* Encoder: copy the coded bytes of CAPTURE buffer b into resource r. */
 static long copy_coded_out(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
 			   const struct m2m_buf *b)
@@ -552,17 +567,230 @@ static long copy_coded_out(struct vv_dev *d, struct vv_stream *s, struct vv_res 
 	uint32_t off = b->data_offset[0], used = b->bytesused[0];
 	int ret;
 
+	if (s->q[M2M_DST].vbuf_zc[b->index])	/* written in place; at the offset we gave */
+		return off || used > res_capacity(r) ? -EIO : (long)used;
 	if (off > used || used > m->length)
 		return -EIO;
 	ret = res_copy(d, r, 0, r->plane_offsets[0], (uint8_t *)m->addr + off, used - off, true);
 	return ret ? ret : (long)(used - off);
 }
 
-static void res_free(struct vv_res *r)
+static void res_free(struct vv_dev *d, struct vv_res *r)
 {
+	vu_view_free(d->vu, r->view);
+	r->view = NULL;
 	free(r->ent);
 	r->ent = NULL;
 	r->nent = 0;
+}
+
+/* ---- zero-copy memory paths ------------------------------------------------
+ *
+ * Per queue, chosen when its V4L2 buffers are allocated (choose_memory):
+ * USERPTR on a linear view of each resource's guest pages (vu_view_new,
+ * built at RESOURCE_CREATE and kept until the resource goes), DMABUF (a
+ * hook: not built yet, so it falls back), or MMAP + copy. On a USERPTR queue
+ * every V4L2 buffer also has bounce memory of its own (v4l2.c): a resource
+ * whose view is missing, stale (memory table changed) or laid out unlike
+ * the codec's buffer is copied through it, exactly as on MMAP. The answer
+ * to RESOURCE_QUEUE still waits for DQBUF: the guest sees no partial data.
+ * The codec reads and writes only the guest pages the resource names (and
+ * the rest of its first and last page): a guest that names a page in two
+ * resources, or in an input and an output at once, gets what a real device
+ * doing DMA to those pages would give it, and nothing outside its memory.
+ */
+
+static const char *const vv_memory_names[] = {
+	[VV_MEM_AUTO] = "auto", [VV_MEM_MMAP] = "mmap",
+	[VV_MEM_USERPTR] = "userptr", [VV_MEM_DMABUF] = "dmabuf",
+};
+
+/* Build the view of a new resource (nothing when only MMAP can be used). */
+static void res_view(struct vv_dev *d, struct vv_stream *s, struct vv_res *r)
+{
+	int ret;
+
+	if (!CONFIG_VUV_ZERO_COPY || d->memory == VV_MEM_MMAP)
+		return;
+	ret = vu_view_new(d->vu, r->ent, r->nent, &r->view);
+	if (ret)
+		vu_log(VU_DEBUG, "stream %u: resource %u: no linear view (%s): copied", s->id,
+		       r->id, ret == -ENOTSUP ? "pieces not page-aligned" : strerror(-ret));
+}
+
+/* A view gone stale with a memory table change: a new one, at new addresses
+ * (the old stay reserved until freed: the driver may remember them). */
+static void res_view_renew(struct vv_dev *d, struct vv_stream *s, struct vv_res *r)
+{
+	struct vu_view *old = r->view;
+
+	if (!old || vu_view_valid(old))
+		return;
+	r->view = NULL;
+	res_view(d, s, r);
+	vu_view_free(d->vu, old);
+}
+
+/* Where the copy path would put colour plane p of a frame in resource r, as
+ * an offset into its view, and the end of the guest plane it goes to (see
+ * copy_frame and res_copy). */
+static void view_pos(const struct vv_res *r, unsigned p, unsigned n, uint64_t packed,
+		     uint64_t *pos, uint64_t *end)
+{
+	bool own = r->num_planes == n;
+	unsigned rp = own ? p : 0;
+	uint64_t start = 0, off = r->plane_offsets[rp] + (own ? 0 : packed);
+
+	if (r->layout == VIRTIO_VIDEO_PLANES_LAYOUT_PER_PLANE) {
+		for (unsigned i = 0; i < rp; i++)
+			start += r->plane_len[i];
+		if (own)
+			off = r->plane_offsets[rp] < r->plane_len[rp] ? r->plane_offsets[rp] : 0;
+	}
+	*pos = start + off;
+	*end = start + r->plane_len[rp];
+}
+
+/* The user pointers that let the codec use resource r's view as its V4L2
+ * buffer on queue mq: true and b->userptr/length set, or false when the
+ * view is missing or stale, or the codec's layout (host_planes, sizeimage)
+ * is not where the copy path would put the data: then it is copied. */
+static bool res_userptr(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
+			enum m2m_queue mq, struct m2m_buf *b)
+{
+	const struct m2m_pix *pix = &s->q[mq].alloc_pix;
+	struct vv_plane pl[VIRTIO_VIDEO_MAX_PLANES];
+	uint64_t len, pos0 = 0, packed = 0;
+	uintptr_t base;
+	unsigned n;
+
+	if (!CONFIG_VUV_ZERO_COPY || !vu_view_valid(r->view))
+		return false;
+	base = (uintptr_t)vu_view_addr(r->view);
+	len = vu_view_len(r->view);
+	if (mq == coded_queue(d)) {
+		uint64_t off = r->plane_offsets[0], room = res_capacity(r);
+
+		if (off >= len || room > len - off || room < pix->sizeimage[0])
+			return false;
+		b->userptr[0] = base + off;
+		b->length[0] = room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
+		return true;
+	}
+	n = host_planes(pix, pl);
+	for (unsigned p = 0; p < n; p++) {
+		uint64_t pos, end;
+		unsigned m = pl[p].mem;
+
+		view_pos(r, p, n, packed, &pos, &end);
+		packed += pl[p].size;
+		if (pos > end || pl[p].size > end - pos || m >= pix->num_planes)
+			return false;
+		if (pix->num_planes == 1) {
+			if (p == 0)
+				pos0 = pos;
+			if (pos < pos0 || pos - pos0 != pl[p].offset)
+				return false;
+			pos = pos0;
+		}
+		if (pos > len || pix->sizeimage[m] > len - pos)
+			return false;
+		b->userptr[m] = base + (uintptr_t)pos;
+		b->length[m] = pix->sizeimage[m];
+	}
+	return true;
+}
+
+/* DMABUF from guest memory (udmabuf): the hook for that path. Not built
+ * here, so a queue asking for it goes on to the next path. */
+static bool dmabuf_possible(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq)
+{
+	(void)d, (void)s, (void)mq;
+	return false;
+}
+
+/* Every resource of the queue can be the codec's buffer as it is. */
+static bool all_userptr(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq)
+{
+	struct vv_queue *q = &s->q[mq];
+
+	for (unsigned i = 0; i < q->nres; i++) {
+		struct m2m_buf b = { 0 };
+
+		if (!res_userptr(d, s, &q->res[i], mq, &b))
+			return false;
+	}
+	return q->nres > 0;
+}
+
+/* The memory of queue mq's next allocation, into s->m2m.mem[mq]; *why for
+ * the log (dev-mem2mem: the capabilities come from REQBUFS). */
+static void choose_memory(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq,
+			  const char **why)
+{
+	enum m2m_memory *m = &s->m2m.mem[mq];
+	uint32_t caps = 0;
+
+	*m = M2M_MEM_MMAP;
+	*why = "--memory=mmap";
+	if (!CONFIG_VUV_ZERO_COPY) {
+		*why = "built without CONFIG_VUV_ZERO_COPY";
+		return;
+	}
+	if (d->memory == VV_MEM_MMAP)
+		return;
+	m2m_query_buf_caps(&s->m2m, mq, &caps);
+	if (d->memory == VV_MEM_DMABUF && dmabuf_possible(d, s, mq)) {
+		*m = M2M_MEM_DMABUF;
+		*why = "--memory=dmabuf";
+	} else if (d->memory != VV_MEM_AUTO) {
+		*m = M2M_MEM_USERPTR;
+		*why = d->memory == VV_MEM_DMABUF ? "--memory=dmabuf, not built: the next path"
+						  : "--memory=userptr";
+	} else if (!(caps & V4L2_BUF_CAP_SUPPORTS_USERPTR)) {
+		*why = "the driver offers no USERPTR";
+		if ((caps & V4L2_BUF_CAP_SUPPORTS_DMABUF) && dmabuf_possible(d, s, mq)) {
+			*m = M2M_MEM_DMABUF;
+			*why = "the driver offers DMABUF";
+		}
+	} else if (!all_userptr(d, s, mq)) {
+		*why = "a resource has no linear view matching the codec's layout";
+	} else {
+		*m = M2M_MEM_USERPTR;
+		*why = "the driver offers USERPTR";
+	}
+}
+
+/* After REQBUFS: the path taken, once per queue of a stream, at -v. */
+static void log_memory(struct vv_stream *s, enum m2m_queue mq, enum m2m_memory want,
+		       const char *why)
+{
+	struct vv_queue *q = &s->q[mq];
+
+	if (q->mem_logged)
+		return;
+	q->mem_logged = true;
+	if (s->m2m.mem[mq] != want)
+		vu_log(VU_DEBUG, "stream %u: %s memory: mmap + copy (REQBUFS %s failed)", s->id,
+		       vq_name(mq), m2m_memory_name(want));
+	else
+		vu_log(VU_DEBUG, "stream %u: %s memory: %s%s (%s)", s->id, vq_name(mq),
+		       m2m_memory_name(want), want == M2M_MEM_MMAP ? " + copy" : "", why);
+}
+
+/* A free V4L2 buffer for resource r: the one it had last if free (vb2 then
+ * keeps its USERPTR pages pinned instead of pinning them again). */
+static int pick_vbuf(struct vv_stream *s, enum m2m_queue mq, struct vv_res *r)
+{
+	struct vv_queue *q = &s->q[mq];
+	int last = r->last_vbuf;
+
+	if (last >= 0 && (unsigned)last < s->m2m.nbufs[mq] && q->vbuf_res[last] < 0)
+		return last;
+	for (unsigned i = 0; i < s->m2m.nbufs[mq]; i++)
+		if (q->vbuf_res[i] < 0)
+			return (int)i;
+	return -1;
 }
 
 /* ---- capabilities ---------------------------------------------------------- */
@@ -691,24 +919,16 @@ static size_t build_caps(struct vv_dev *d, enum m2m_queue q, uint32_t stream_id,
 
 static void queue_reset_pairs(struct vv_queue *q)
 {
-	for (unsigned i = 0; i < M2M_MAX_BUFFERS; i++)
+	for (unsigned i = 0; i < M2M_MAX_BUFFERS; i++) {
 		q->vbuf_res[i] = -1;
+		q->vbuf_zc[i] = false;
+	}
 	q->in_driver = 0;
 	for (unsigned i = 0; i < q->nres; i++) {
 		q->res[i].vbuf = -1;
 		q->res[i].fed = 0;
 		q->res[i].pieces = 0;
 	}
-}
-
-static int free_vbuf(struct vv_stream *s, enum m2m_queue mq)
-{
-	struct vv_queue *q = &s->q[mq];
-
-	for (unsigned i = 0; i < s->m2m.nbufs[mq]; i++)
-		if (q->vbuf_res[i] < 0)
-			return (int)i;
-	return -1;
 }
 
 /* The oldest queued resource not yet paired with a V4L2 buffer. */
@@ -791,15 +1011,23 @@ static void dec_feed_src(struct vv_dev *d, struct vv_stream *s)
 	struct vv_res *r;
 	int vb;
 
-	while ((r = oldest_unfed(q)) && (vb = free_vbuf(s, M2M_SRC)) >= 0) {
+	while ((r = oldest_unfed(q)) && (vb = pick_vbuf(s, M2M_SRC, r)) >= 0) {
 		struct m2m_plane_map *m = &s->m2m.map[M2M_SRC][vb][0];
 		uint32_t n = r->bytes - r->fed;
 		struct m2m_buf b = { .index = (uint32_t)vb, .timestamp = r->timestamp };
-		int ret;
+		/* zero-copy: the whole guest buffer is one V4L2 buffer */
+		bool zc = s->m2m.mem[M2M_SRC] == M2M_MEM_USERPTR && !r->fed &&
+			  res_userptr(d, s, r, M2M_SRC, &b) && b.length[0] >= n;
+		int ret = 0;
 
-		if (n > m->length)
-			n = (uint32_t)m->length;
-		ret = res_copy(d, r, 0, (uint64_t)r->plane_offsets[0] + r->fed, m->addr, n, false);
+		if (!zc) {
+			memset(b.userptr, 0, sizeof(b.userptr));
+			if (n > m->length)
+				n = (uint32_t)m->length;
+			ret = res_copy(d, r, 0, (uint64_t)r->plane_offsets[0] + r->fed, m->addr, n,
+				       false);
+		}
+		q->vbuf_zc[vb] = zc;
 		if (!ret) {
 			b.bytesused[0] = n;
 			ret = m2m_qbuf(&s->m2m, M2M_SRC, &b);
@@ -815,6 +1043,8 @@ static void dec_feed_src(struct vv_dev *d, struct vv_stream *s)
 		}
 		r->fed += n;
 		r->pieces++;
+		r->last_vbuf = vb;
+		zc ? s->n_zc++ : s->n_copied++;
 		s->fed = true;
 		q->vbuf_res[vb] = (int)(r - q->res);
 		q->in_driver++;
@@ -829,9 +1059,16 @@ static void enc_feed_src(struct vv_dev *d, struct vv_stream *s)
 	struct vv_res *r;
 	int vb;
 
-	while ((r = oldest_unfed(q)) && (vb = free_vbuf(s, M2M_SRC)) >= 0) {
+	while ((r = oldest_unfed(q)) && (vb = pick_vbuf(s, M2M_SRC, r)) >= 0) {
 		struct m2m_buf b = { .index = (uint32_t)vb, .timestamp = r->timestamp };
-		long ret = copy_frame(d, s, r, M2M_SRC, (unsigned)vb, false);
+		long ret = 0;
+
+		q->vbuf_zc[vb] = s->m2m.mem[M2M_SRC] == M2M_MEM_USERPTR &&
+				 res_userptr(d, s, r, M2M_SRC, &b);
+		if (!q->vbuf_zc[vb]) {
+			memset(b.userptr, 0, sizeof(b.userptr));
+			ret = copy_frame(d, s, r, M2M_SRC, (unsigned)vb, false);
+		}
 
 		for (unsigned p = 0; p < s->m2m.num_planes[M2M_SRC]; p++)
 			b.bytesused[p] = q->alloc_pix.sizeimage[p];
@@ -846,6 +1083,8 @@ static void enc_feed_src(struct vv_dev *d, struct vv_stream *s)
 			continue;
 		}
 		r->pieces = 1;
+		r->last_vbuf = vb;
+		q->vbuf_zc[vb] ? s->n_zc++ : s->n_copied++;
 		s->fed = true;
 		q->vbuf_res[vb] = (int)(r - q->res);
 		q->in_driver++;
@@ -872,7 +1111,7 @@ static void feed_dst(struct vv_dev *d, struct vv_stream *s)
 	for (;;) {
 		unsigned waiting;
 		struct vv_res *r = oldest_waiting(q, &waiting);
-		int vb = free_vbuf(s, M2M_DST);
+		int vb = r ? pick_vbuf(s, M2M_DST, r) : -1;
 		struct m2m_buf b = { 0 };
 		int ret;
 
@@ -886,6 +1125,10 @@ static void feed_dst(struct vv_dev *d, struct vv_stream *s)
 		if (waiting == 1 && q->in_driver > 0)
 			return;		/* keep one back */
 		b.index = (uint32_t)vb;
+		q->vbuf_zc[vb] = s->m2m.mem[M2M_DST] == M2M_MEM_USERPTR &&
+				 res_userptr(d, s, r, M2M_DST, &b);
+		if (!q->vbuf_zc[vb])
+			memset(b.userptr, 0, sizeof(b.userptr));
 		ret = m2m_qbuf(&s->m2m, M2M_DST, &b);
 		if (ret) {
 			vu_log(VU_WARN, "stream %u: QBUF capture: %s", s->id, strerror(-ret));
@@ -894,6 +1137,8 @@ static void feed_dst(struct vv_dev *d, struct vv_stream *s)
 		}
 		q->vbuf_res[vb] = (int)(r - q->res);
 		r->vbuf = vb;
+		r->last_vbuf = vb;
+		q->vbuf_zc[vb] ? s->n_zc++ : s->n_copied++;
 		q->in_driver++;
 	}
 }
@@ -920,10 +1165,12 @@ static void dec_read_capture_format(struct vv_stream *s)
 /* (Re)allocate CAPTURE buffers with the current format and start streaming
  * (dev-decoder.rst, Capture setup, steps 5-7; dev-encoder.rst,
  * Initialization, steps 6-7). */
-static int setup_capture(struct vv_stream *s)
+static int setup_capture(struct vv_dev *d, struct vv_stream *s)
 {
 	struct vv_queue *q = &s->q[M2M_DST];
 	unsigned count = s->min_bufs[M2M_DST] + 2;
+	enum m2m_memory want;
+	const char *why;
 	int r;
 
 	if (count > M2M_MAX_BUFFERS)
@@ -931,9 +1178,12 @@ static int setup_capture(struct vv_stream *s)
 	r = m2m_get_fmt(&s->m2m, M2M_DST, &q->alloc_pix);
 	if (r)
 		return r;
+	choose_memory(d, s, M2M_DST, &why);
+	want = s->m2m.mem[M2M_DST];
 	r = m2m_alloc_buffers(&s->m2m, M2M_DST, &count);
 	if (r)
 		return r;
+	log_memory(s, M2M_DST, want, why);
 	queue_reset_pairs(q);
 	q->allocated = true;
 	r = m2m_streamon(&s->m2m, M2M_DST);
@@ -1045,9 +1295,20 @@ static int dequeue_dst(struct vv_dev *d, struct vv_stream *s)
 
 		if (is_encoder(d) && n > 0 && s->coded_format == VIRTIO_VIDEO_FORMAT_FWHT &&
 		    !(flags & (VIRTIO_VIDEO_BUFFER_FLAG_IFRAME | VIRTIO_VIDEO_BUFFER_FLAG_PFRAME |
-			       VIRTIO_VIDEO_BUFFER_FLAG_BFRAME)))
-			flags |= fwht_frame_flags((uint8_t *)s->m2m.map[M2M_DST][b.index][0].addr +
-						  b.data_offset[0], (uint32_t)n);
+			       VIRTIO_VIDEO_BUFFER_FLAG_BFRAME))) {
+			const uint8_t *p = (uint8_t *)s->m2m.map[M2M_DST][b.index][0].addr +
+					   b.data_offset[0];
+			uint8_t hdr[44];
+			uint32_t len = (uint32_t)n;
+
+			/* zero-copy: the header is in guest memory, read it safely */
+			if (s->q[M2M_DST].vbuf_zc[b.index]) {
+				p = hdr;
+				len = n < (long)sizeof(hdr) || res_copy(d, r, 0, r->plane_offsets[0], hdr,
+									 sizeof(hdr), false) ? 0 : sizeof(hdr);
+			}
+			flags |= fwht_frame_flags(p, len);
+		}
 
 		if (n < 0) {
 			vu_log(VU_WARN, "stream %u: output resource %u: %s", s->id, r->id,
@@ -1273,6 +1534,9 @@ static void sync_event_thread(struct vv_dev *d)
 
 static void stream_release(struct vv_dev *d, struct vv_stream *s, bool answer)
 {
+	if (CONFIG_VUV_ZERO_COPY)
+		vu_log(VU_DEBUG, "stream %u: %lu buffers zero-copy, %lu copied", s->id, s->n_zc,
+		       s->n_copied);
 	s->state = VV_STREAM_CLOSING;
 	sync_event_thread(d);
 	for (int mq = 0; mq < 2; mq++) {
@@ -1285,7 +1549,7 @@ static void stream_release(struct vv_dev *d, struct vv_stream *s, bool answer)
 				res_done(d, s, r, false, r->timestamp, VIRTIO_VIDEO_BUFFER_FLAG_ERR, 0);
 			else if (r->queued)
 				vu_chain_release(&r->chain);
-			res_free(r);
+			res_free(d, r);
 		}
 		free(q->res);
 	}
@@ -1736,7 +2000,7 @@ static int res_entries(struct vv_dev *d, struct vv_res *r, const struct vv_req *
 				if (gpa + off < gpa || !vu_gpa_to_va(d->vu, gpa + off, &avail) || !avail)
 					return -EINVAL;
 			}
-			r->ent[n] = (struct vv_ent){ gpa, elen };
+			r->ent[n] = (struct vu_seg){ gpa, elen };
 			r->plane_len[p] += elen;
 		}
 	}
@@ -1777,6 +2041,7 @@ static int cmd_resource_create(struct vv_dev *d, struct vv_req *q, struct vu_cha
 	memset(r, 0, sizeof(*r));
 	r->id = q->u.rc.id;
 	r->vbuf = -1;
+	r->last_vbuf = -1;
 	r->layout = q->u.rc.layout;
 	r->num_planes = q->u.rc.num_planes;
 	memcpy(r->plane_offsets, q->u.rc.plane_offsets, sizeof(r->plane_offsets));
@@ -1784,12 +2049,13 @@ static int cmd_resource_create(struct vv_dev *d, struct vv_req *q, struct vu_cha
 	if (ret) {
 		vu_log(VU_WARN, "stream %u: RESOURCE_CREATE %s %u refused: %s", s->id,
 		       vq_name(q->u.rc.q), r->id, resp_name(resp_of(ret)));
-		res_free(r);
+		res_free(d, r);
 		return ret;
 	}
+	res_view(d, s, r);
 	vq->nres++;
-	vu_log(VU_DEBUG, "stream %u: %s resource %u: %u entries", s->id, vq_name(q->u.rc.q),
-	       r->id, r->nent);
+	vu_log(VU_DEBUG, "stream %u: %s resource %u: %u entries%s", s->id, vq_name(q->u.rc.q),
+	       r->id, r->nent, r->view ? ", mapped linearly" : "");
 	return VV_ANSWER;
 }
 
@@ -1831,21 +2097,27 @@ static void resume_after_drain(struct vv_dev *d, struct vv_stream *s)
 }
 
 /* The first bitstream/raw buffer allocates the V4L2 OUTPUT buffers. */
-static int alloc_src(struct vv_stream *s)
+static int alloc_src(struct vv_dev *d, struct vv_stream *s)
 {
 	struct vv_queue *q = &s->q[M2M_SRC];
 	unsigned count = VV_SRC_BUFFERS;
+	enum m2m_memory want = M2M_MEM_MMAP;
+	const char *why = "";
 	int ret;
 
 	if (q->allocated)
 		return 0;
 	ret = m2m_get_fmt(&s->m2m, M2M_SRC, &q->alloc_pix);
-	if (!ret)
+	if (!ret) {
+		choose_memory(d, s, M2M_SRC, &why);
+		want = s->m2m.mem[M2M_SRC];
 		ret = m2m_alloc_buffers(&s->m2m, M2M_SRC, &count);
+	}
 	if (ret) {
 		vu_log(VU_WARN, "stream %u: REQBUFS output: %s", s->id, strerror(-ret));
 		return -ENOMEM;
 	}
+	log_memory(s, M2M_SRC, want, why);
 	q->allocated = true;
 	queue_reset_pairs(q);
 	return 0;
@@ -1861,7 +2133,7 @@ static int queue_input(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, 
 	 * resource's capacity exceed 4 GiB */
 	if (bytes == 0 || bytes > res_capacity(r) || bytes > VV_MAX_PLANE_SIZE)
 		return -EINVAL;
-	if (alloc_src(s))
+	if (alloc_src(d, s))
 		return -ENOMEM;
 	if (s->flow == VV_FLOW_STOPPED)
 		resume_after_drain(d, s);
@@ -1869,7 +2141,7 @@ static int queue_input(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, 
 }
 
 /* Checks and set-up before an output buffer is accepted. */
-static int queue_output(struct vv_stream *s)
+static int queue_output(struct vv_dev *d, struct vv_stream *s)
 {
 	int ret;
 
@@ -1879,7 +2151,7 @@ static int queue_output(struct vv_stream *s)
 	 * DECODER_RESOLUTION_CHANGED; keep them until then. */
 	if (!s->fmt_known)
 		return 0;
-	ret = setup_capture(s);
+	ret = setup_capture(d, s);
 	if (ret) {
 		vu_log(VU_WARN, "stream %u: capture setup: %s", s->id, strerror(-ret));
 		return -ENOMEM;
@@ -1901,7 +2173,8 @@ static int cmd_resource_queue(struct vv_dev *d, struct vv_req *q, struct vu_chai
 		return -ENOENT;
 	if (s->error)
 		return -EBUSY;
-	ret = mq == M2M_SRC ? queue_input(d, s, r, q->u.rq.bytes) : queue_output(s);
+	res_view_renew(d, s, r);
+	ret = mq == M2M_SRC ? queue_input(d, s, r, q->u.rq.bytes) : queue_output(d, s);
 	if (ret)
 		return ret;
 	r->queued = true;
@@ -1949,7 +2222,7 @@ static int cmd_resource_destroy_all(struct vv_dev *d, struct vv_req *q, struct v
 		vq->allocated = false;
 	}
 	for (unsigned i = 0; i < vq->nres; i++)
-		res_free(&vq->res[i]);
+		res_free(d, &vq->res[i]);
 	vq->nres = 0;
 	wake_events(d);
 	return VV_ANSWER;
@@ -2621,6 +2894,20 @@ static int parse_ctrl(struct vv_dev *d, const char *arg)
 	return 0;
 }
 
+/* --memory=auto|userptr|dmabuf|mmap */
+static int parse_memory(struct vv_dev *d, const char *arg)
+{
+	for (unsigned i = 0; i < sizeof(vv_memory_names) / sizeof(vv_memory_names[0]); i++)
+		if (!strcmp(arg, vv_memory_names[i])) {
+			d->memory = (enum vv_memory)i;
+			if (!CONFIG_VUV_ZERO_COPY && d->memory != VV_MEM_MMAP && d->memory != VV_MEM_AUTO)
+				vu_log(VU_WARN, "--memory=%s: built without zero-copy paths, using mmap",
+				       arg);
+			return 0;
+		}
+	return -EINVAL;
+}
+
 static void usage(FILE *f)
 {
 	fputs("Usage: vhost-user-video [OPTIONS]\n"
@@ -2633,6 +2920,8 @@ static void usage(FILE *f)
 	      "                           stateful decoder, else encoder, in /dev/video*)\n"
 	      "      --v4l2-ctrl=ID=VAL   set V4L2 control ID (e.g. 0x009909cb, GOP size)\n"
 	      "                           on every stream; repeatable\n"
+	      "      --memory=MODE        auto (default), userptr, dmabuf or mmap: how the\n"
+	      "                           codec gets guest buffers (zero-copy or a copy)\n"
 	      "      --print-capabilities print the backend's capabilities as JSON and exit\n"
 	      "  -v, --verbose            log commands; twice: buffers too\n"
 	      "  -h, --help               this text\n"
@@ -2831,6 +3120,7 @@ int main(int argc, char **argv)
 		{ "socket-group", required_argument, NULL, 'g' },
 		{ "v4l2-device", required_argument, NULL, 'd' },
 		{ "v4l2-ctrl", required_argument, NULL, 'c' },
+		{ "memory", required_argument, NULL, 'm' },
 		{ "print-capabilities", no_argument, NULL, 'p' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -2860,6 +3150,13 @@ int main(int argc, char **argv)
 			if (parse_ctrl(&vv, optarg)) {
 				vu_log(VU_ERR, "--v4l2-ctrl: '%s' is not ID=VALUE (at most %d)", optarg,
 				       VV_MAX_USER_CTRLS);
+				return 2;
+			}
+			break;
+		case 'm':
+			if (parse_memory(&vv, optarg)) {
+				vu_log(VU_ERR, "--memory: '%s' is not auto, userptr, dmabuf or mmap",
+				       optarg);
 				return 2;
 			}
 			break;

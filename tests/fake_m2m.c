@@ -75,8 +75,10 @@ struct fk_buf {
 	uint32_t flags;
 	uint64_t ts;
 	uint32_t bytesused[M2M_MAX_PLANES];
-	uint8_t *mem[M2M_MAX_PLANES];
+	uint8_t *mem[M2M_MAX_PLANES];	/* what the codec reads/writes: own, or a USERPTR */
 	size_t len[M2M_MAX_PLANES];
+	uint8_t *own[M2M_MAX_PLANES];	/* the buffer's own memory (MMAP, USERPTR bounce) */
+	size_t min_len[M2M_MAX_PLANES];	/* vb2's min_length: sizeimage at REQBUFS */
 };
 
 struct fk_queue {
@@ -121,6 +123,8 @@ struct fk_ctx {
 	/* faults and counters */
 	unsigned f_enodev, f_error, f_eio_qbuf;
 	unsigned f_bad_index, f_big_used, f_epipe, f_streamon, f_no_event, f_storm;
+	unsigned f_no_userptr, f_userptr_fail;
+	enum m2m_memory mem[2];
 	unsigned n_dst_done, n_src_qbuf, n_dst_dqbuf, n_streamon;
 	bool dead;
 	unsigned idle_calls;
@@ -369,6 +373,8 @@ int m2m_open(struct m2m_ctx *ctx, const char *path, bool mplane)
 	c->f_streamon = fault_value(faults, "streamon");
 	c->f_no_event = fault_value(faults, "no_event");
 	c->f_storm = fault_value(faults, "storm");
+	c->f_no_userptr = fault_value(faults, "no_userptr");
+	c->f_userptr_fail = fault_value(faults, "userptr_fail");
 	if (role == M2M_ROLE_DECODER) {
 		coded_layout(&c->q[M2M_SRC].pix, 640, 480, 0);
 		raw_layout(&c->q[M2M_DST].pix, V4L2_PIX_FMT_YUV420, 640, 480);
@@ -388,8 +394,8 @@ static void free_bufs(struct fk_queue *q, struct m2m_ctx *ctx, enum m2m_queue mq
 {
 	for (unsigned i = 0; i < M2M_MAX_BUFFERS; i++)
 		for (unsigned p = 0; p < M2M_MAX_PLANES; p++) {
-			free(q->b[i].mem[p]);
-			q->b[i].mem[p] = NULL;
+			free(q->b[i].own[p]);
+			q->b[i].own[p] = q->b[i].mem[p] = NULL;
 			q->b[i].len[p] = 0;
 			if (ctx) {
 				ctx->map[mq][i][p].addr = NULL;
@@ -919,10 +925,20 @@ int m2m_alloc_buffers(struct m2m_ctx *ctx, enum m2m_queue q, unsigned *count)
 		c->as_len = 0;
 		c->src_off = 0;
 	}
+	/* vb2: a memory type the queue does not offer is -EINVAL; v4l2.c's
+	 * fallback to MMAP, as in m2m_alloc_buffers there */
+	if (n && ctx->mem[q] == M2M_MEM_DMABUF)
+		ctx->mem[q] = M2M_MEM_MMAP;
+	if (n && ctx->mem[q] == M2M_MEM_USERPTR && (c->f_no_userptr || c->f_userptr_fail)) {
+		fprintf(stderr, "fake_m2m: fd %d: REQBUFS USERPTR -EINVAL%s\n", c->fd,
+			c->f_userptr_fail ? " (injected)" : "");
+		ctx->mem[q] = M2M_MEM_MMAP;
+	}
+	c->mem[q] = ctx->mem[q];
 	for (unsigned i = 0; i < n; i++) {
 		for (unsigned p = 0; p < fq->pix.num_planes; p++) {
-			fq->b[i].len[p] = fq->pix.sizeimage[p];
-			fq->b[i].mem[p] = calloc(1, fq->pix.sizeimage[p]);
+			fq->b[i].len[p] = fq->b[i].min_len[p] = fq->pix.sizeimage[p];
+			fq->b[i].own[p] = fq->b[i].mem[p] = calloc(1, fq->pix.sizeimage[p]);
 			if (!fq->b[i].mem[p]) {
 				free_bufs(fq, ctx, q);
 				FK_LEAVE(-ENOMEM);
@@ -935,9 +951,26 @@ int m2m_alloc_buffers(struct m2m_ctx *ctx, enum m2m_queue q, unsigned *count)
 	fq->nplanes = fq->pix.num_planes;
 	ctx->nbufs[q] = n;
 	ctx->num_planes[q] = fq->pix.num_planes;
-	ctx->buf_caps[q] = V4L2_BUF_CAP_SUPPORTS_MMAP;
+	ctx->buf_caps[q] = V4L2_BUF_CAP_SUPPORTS_MMAP |
+			   (c->f_no_userptr ? 0 : V4L2_BUF_CAP_SUPPORTS_USERPTR);
 	*count = n;
 	FK_LEAVE(0);
+}
+
+int m2m_query_buf_caps(struct m2m_ctx *ctx, enum m2m_queue q, uint32_t *caps)
+{
+	FK_ENTER(ctx, c);
+	if (c->q[q].streaming)
+		FK_LEAVE(-EBUSY);
+	free_bufs(&c->q[q], ctx, q);
+	ctx->nbufs[q] = 0;
+	*caps = V4L2_BUF_CAP_SUPPORTS_MMAP | (c->f_no_userptr ? 0 : V4L2_BUF_CAP_SUPPORTS_USERPTR);
+	FK_LEAVE(0);
+}
+
+const char *m2m_memory_name(enum m2m_memory m)
+{
+	return m == M2M_MEM_USERPTR ? "userptr" : m == M2M_MEM_DMABUF ? "dmabuf" : "mmap";
 }
 
 int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
@@ -949,9 +982,20 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 	if (mb->index >= fq->nbufs || fq->b[mb->index].queued)
 		FK_LEAVE(-EINVAL);
 	b = &fq->b[mb->index];
-	for (unsigned p = 0; p < fq->nplanes; p++)
+	for (unsigned p = 0; p < fq->nplanes; p++) {
+		/* USERPTR (vb2 __prepare_userptr): the plane is the caller's
+		 * memory, at least the format's sizeimage */
+		b->mem[p] = b->own[p];
+		b->len[p] = b->min_len[p];
+		if (c->mem[q] == M2M_MEM_USERPTR && mb->userptr[p]) {
+			if (mb->length[p] < b->min_len[p])
+				FK_LEAVE(-EINVAL);
+			b->mem[p] = (uint8_t *)mb->userptr[p];
+			b->len[p] = mb->length[p];
+		}
 		if (q == M2M_SRC && mb->bytesused[p] > b->len[p])
 			FK_LEAVE(-EINVAL);
+	}
 	if (q == M2M_SRC && c->f_eio_qbuf && ++c->n_src_qbuf == c->f_eio_qbuf) {
 		fprintf(stderr, "fake_m2m: fd %d: injected fault: QBUF output -EIO\n", c->fd);
 		FK_LEAVE(-EIO);

@@ -738,7 +738,7 @@ static bool case_add_rem_mem_reg(void)
 
 /* ---- DMABUF over guest memory -------------------------------------------- */
 
-#define PG 0x1000u
+#define PG 4096u		/* also the view cases below */
 
 /* Guest memory in a memfd that allows sealing, with seals added, in place
  * of t_open's unsealable one. */
@@ -2134,6 +2134,268 @@ static bool case_run_sigbus(void)
 	return true;
 }
 
+
+/* ---- linear views ---------------------------------------------------------- */
+
+
+static unsigned count_dir(const char *path)
+{
+	char cmd[128], buf[32];
+	FILE *f;
+	unsigned n = 0;
+
+	snprintf(cmd, sizeof(cmd), "ls %s | wc -l", path);
+	f = popen(cmd, "r");
+	if (f && fgets(buf, sizeof(buf), f))
+		n = (unsigned)atoi(buf);
+	if (f)
+		pclose(f);
+	return n;
+}
+
+/* Mappings of the guest memfd in /proc/self/maps (read without stdio: no
+ * allocation, so valgrind's own mappings do not move the count). */
+static unsigned n_maps(void)
+{
+	static char buf[1 << 20];
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	size_t len = 0;
+	ssize_t r;
+	unsigned n = 0;
+
+	if (fd < 0)
+		return 0;
+	while (len < sizeof(buf) - 1 && (r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)r;
+	close(fd);
+	buf[len] = '\0';
+	for (char *p = buf; (p = strstr(p, "memfd:guest")); p++)
+		n++;
+	return n;
+}
+
+/* Nothing mapped at [p, p + len) any more. */
+static bool unmapped(const void *p, size_t len)
+{
+	unsigned char vec[64];
+	uintptr_t a = (uintptr_t)p & ~(uintptr_t)(PG - 1);
+
+	return len <= 64 * PG && mincore((void *)a, len, vec) < 0 && errno == ENOMEM;
+}
+
+/* Fill guest page at gpa with a pattern of its own. */
+static void fill_page(uint64_t gpa, uint8_t tag)
+{
+	for (unsigned i = 0; i < PG; i++)
+		gp(gpa)[i] = (uint8_t)(tag + i * 7);
+}
+
+/* The view's bytes equal the pieces' guest bytes, in order, and a write
+ * through the view lands in guest memory. */
+static bool view_matches(struct vu_view *v, const struct vu_seg *seg, unsigned n)
+{
+	const uint8_t *p = vu_view_addr(v);
+	size_t at = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (memcmp(p + at, gp(seg[i].gpa), seg[i].len))
+			return false;
+		at += seg[i].len;
+	}
+	return at == vu_view_len(v);
+}
+
+static bool case_view_contiguous(void)
+{
+	struct vu_seg seg = { GPA_A + 16 * PG, 5 * PG + 100 };
+	struct vu_view *v;
+
+	CHECK(t_open() && mem_table_ab() == 0, "setup");
+	for (unsigned i = 0; i < 6; i++)
+		fill_page(GPA_A + (16 + i) * PG, (uint8_t)i);
+	vu_lock(T.dev);
+	CHECK(vu_view_new(T.dev, &seg, 1, &v) == 0, "view refused");
+	CHECK(vu_view_valid(v) && vu_view_len(v) == seg.len && view_matches(v, &seg, 1), "contents");
+	CHECK((uint8_t *)vu_view_addr(v) != gp(seg.gpa), "the view is the region mapping itself");
+	((uint8_t *)vu_view_addr(v))[3 * PG + 5] = 0xa5;
+	CHECK(gp(seg.gpa)[3 * PG + 5] == 0xa5, "a write through the view is not in guest memory");
+	vu_view_free(T.dev, v);
+	vu_unlock(T.dev);
+	return true;
+}
+
+/* Pieces in both regions, out of order, the first starting inside its page
+ * (it ends on a boundary), the last ending inside one. */
+static bool case_view_scattered(void)
+{
+	struct vu_seg seg[] = {
+		{ GPA_B + 40 * PG + 1000, PG - 1000 }, { GPA_A + 7 * PG, PG },
+		{ GPA_B + 3 * PG, 2 * PG }, { GPA_A + 90 * PG, PG }, { GPA_A + 5 * PG, 123 },
+	};
+	unsigned n = sizeof(seg) / sizeof(seg[0]);
+	struct vu_view *v;
+	uint8_t *p;
+
+	CHECK(t_open() && mem_table_ab() == 0, "setup");
+	for (unsigned i = 0; i < n; i++)
+		for (uint64_t g = seg[i].gpa & ~(uint64_t)(PG - 1); g < seg[i].gpa + seg[i].len; g += PG)
+			fill_page(g, (uint8_t)(i * 40 + (g >> 12)));
+	vu_lock(T.dev);
+	CHECK(vu_view_new(T.dev, seg, n, &v) == 0, "view refused");
+	CHECK(view_matches(v, seg, n), "contents");
+	p = vu_view_addr(v);
+	CHECK(((uintptr_t)p & (PG - 1)) == 1000, "first byte not at its page offset");
+	p[PG - 1000 + PG + 2 * PG + 17] = 0x5a;	/* seg[3], byte 17 */
+	CHECK(gp(seg[3].gpa)[17] == 0x5a, "write to the 4th piece");
+	p[vu_view_len(v) - 1] = 0x3c;
+	CHECK(gp(seg[4].gpa)[122] == 0x3c, "write to the last byte");
+	vu_view_free(T.dev, v);
+	vu_unlock(T.dev);
+	return true;
+}
+
+/* One entry across regions B and C (adjacent in gpa and in the file). */
+static bool case_view_two_regions(void)
+{
+	struct vu_seg seg = { GPA_C - 2 * PG, 4 * PG };
+	struct vu_view *v;
+
+	CHECK(t_open() && mem_table_ab() == 0, "setup");
+	CHECK(mem_reg(VHOST_USER_ADD_MEM_REG, region(GPA_C, MB, UVA_C, OFF_C), T.memfd) == 0,
+	      "ADD_MEM_REG");
+	for (unsigned i = 0; i < 4; i++)
+		fill_page(seg.gpa + i * PG, (uint8_t)(9 * i));
+	vu_lock(T.dev);
+	CHECK(vu_view_new(T.dev, &seg, 1, &v) == 0 && view_matches(v, &seg, 1), "across B and C");
+	vu_view_free(T.dev, v);
+	vu_unlock(T.dev);
+	return true;
+}
+
+static bool case_view_refused(void)
+{
+	struct vu_seg mid[] = { { GPA_A, PG }, { GPA_A + 3 * PG + 8, PG - 8 } };
+	struct vu_seg short_first[] = { { GPA_A, 100 }, { GPA_A + 3 * PG, PG } };
+	struct vu_seg hole[] = { { GPA_A + MB - PG, 2 * PG } };
+	struct vu_seg wrap[] = { { UINT64_MAX - PG + 1, 2 * PG } };
+	struct vu_seg tail[] = { { GPA_A + MB - PG, PG - 1 } };
+	struct vu_view *v = (void *)1;
+	unsigned maps, fds;
+
+	CHECK(t_open() && mem_table_ab() == 0, "setup");
+	maps = n_maps();
+	fds = count_dir("/proc/self/fd");
+	vu_lock(T.dev);
+	CHECK(vu_view_new(T.dev, mid, 2, &v) == -ENOTSUP && !v, "a piece starting inside a page");
+	CHECK(vu_view_new(T.dev, short_first, 2, &v) == -ENOTSUP, "a piece ending inside a page");
+	CHECK(vu_view_new(T.dev, hole, 1, &v) == -EFAULT, "a piece past the region");
+	CHECK(vu_view_new(T.dev, wrap, 1, &v) == -EFAULT, "a wrapping piece");
+	CHECK(vu_view_new(T.dev, tail, 1, &v) == 0, "a short last page inside the region");
+	{
+		void *a = vu_view_addr(v);
+
+		vu_view_free(T.dev, v);
+		CHECK(unmapped(a, PG), "a freed view is still mapped");
+	}
+	vu_unlock(T.dev);
+	CHECK(n_maps() == maps, "mappings leaked (%u, was %u)", n_maps(), maps);
+	CHECK(count_dir("/proc/self/fd") == fds, "fds leaked");
+	return true;
+}
+
+/* The same page twice, and in two views at once: both show guest memory. */
+static bool case_view_overlapping(void)
+{
+	struct vu_seg seg[] = { { GPA_A + 8 * PG, PG }, { GPA_A + 8 * PG, PG } };
+	struct vu_view *v, *w;
+
+	CHECK(t_open() && mem_table_ab() == 0, "setup");
+	fill_page(GPA_A + 8 * PG, 77);
+	vu_lock(T.dev);
+	CHECK(vu_view_new(T.dev, seg, 2, &v) == 0 && vu_view_new(T.dev, seg, 1, &w) == 0, "views");
+	CHECK(view_matches(v, seg, 2) && view_matches(w, seg, 1), "contents");
+	((uint8_t *)vu_view_addr(v))[PG + 1] = 0x11;
+	CHECK(((uint8_t *)vu_view_addr(v))[1] == 0x11 && ((uint8_t *)vu_view_addr(w))[1] == 0x11 &&
+	      gp(GPA_A + 8 * PG)[1] == 0x11, "one page, three addresses");
+	vu_view_free(T.dev, w);
+	vu_view_free(T.dev, v);
+	vu_unlock(T.dev);
+	return true;
+}
+
+/* 16384 entries (the device's maximum per resource): page after page,
+ * merged into few mappings; alternating pages: too many mappings, refused. */
+static bool case_view_max_entries(void)
+{
+	enum { N = 16384 };
+	struct vu_seg *seg = calloc(N, sizeof(*seg));
+	struct vu_view *v = NULL;
+	unsigned maps;
+	bool ok;
+
+	CHECK(seg && t_open() && mem_table_ab() == 0, "setup");
+	for (unsigned i = 0; i < N; i++)
+		seg[i] = (struct vu_seg){ GPA_A + (i % 128) * PG, PG };
+	maps = n_maps();
+	vu_lock(T.dev);
+	ok = vu_view_new(T.dev, seg, N, &v) == 0 && view_matches(v, seg, N);
+	vu_unlock(T.dev);
+	CHECK(ok, "%u consecutive-page entries", N);
+	CHECK(n_maps() <= maps + 1 + N / 128, "not merged: %u mappings", n_maps() - maps);
+	for (unsigned i = 0; i < N; i++)
+		seg[i].gpa = GPA_A + (i % 2 ? 200 : 100) * PG;
+	vu_lock(T.dev);
+	vu_view_free(T.dev, v);
+	ok = vu_view_new(T.dev, seg, N, &v) == -E2BIG;
+	vu_unlock(T.dev);
+	free(seg);
+	CHECK(ok, "16384 separate mappings accepted");
+	CHECK(n_maps() == maps, "mappings leaked");
+	return true;
+}
+
+/* Every memory table change invalidates: SET_MEM_TABLE, REM_MEM_REG,
+ * disconnect. The addresses stay reserved, without the guest's pages. */
+static bool case_view_invalidated(void)
+{
+	struct vu_seg a = { GPA_A + PG, PG }, c = { GPA_C, PG };
+	struct vhost_user_mem_region rg = region(GPA_A, MB, UVA_A, OFF_A);
+	struct vu_view *v, *w, *x;
+	unsigned fds;
+
+	fds = count_dir("/proc/self/fd");
+	CHECK(t_open() && mem_table_ab() == 0, "setup");
+	CHECK(mem_reg(VHOST_USER_ADD_MEM_REG, region(GPA_C, MB, UVA_C, OFF_C), T.memfd) == 0,
+	      "ADD_MEM_REG");
+	vu_lock(T.dev);
+	CHECK(vu_view_new(T.dev, &c, 1, &v) == 0 && vu_view_valid(v), "view of C");
+	vu_unlock(T.dev);
+	CHECK(mem_reg(VHOST_USER_REM_MEM_REG, region(GPA_C, MB, UVA_C, OFF_C), -1) == 0, "REM");
+	vu_lock(T.dev);
+	CHECK(!vu_view_valid(v), "valid after REM_MEM_REG");
+	CHECK(vu_view_new(T.dev, &a, 1, &w) == 0 && vu_view_new(T.dev, &c, 1, &x) == -EFAULT,
+	      "views after REM_MEM_REG");
+	vu_unlock(T.dev);
+	CHECK(mem_table(&rg, 1) == 0, "SET_MEM_TABLE");
+	vu_lock(T.dev);
+	CHECK(!vu_view_valid(w), "valid after SET_MEM_TABLE");
+	CHECK(vu_view_new(T.dev, &a, 1, &x) == 0, "view in the new table");
+	CHECK(vu_view_addr(x) != vu_view_addr(w) && vu_view_addr(x) != vu_view_addr(v),
+	      "a stale view's addresses were reused");
+	vu_unlock(T.dev);
+	vu_disconnect(T.dev);
+	vu_lock(T.dev);
+	CHECK(!vu_view_valid(x), "valid after disconnect");
+	vu_view_free(T.dev, v);
+	vu_view_free(T.dev, w);
+	vu_view_free(T.dev, x);
+	vu_unlock(T.dev);
+	t_close();
+	CHECK(count_dir("/proc/self/fd") == fds, "fds leaked: %u, was %u",
+	      count_dir("/proc/self/fd"), fds);
+	return true;
+}
+
 int main(void)
 {
 	static const struct {
@@ -2161,6 +2423,8 @@ int main(void)
 		C(ring_addr_running),
 		C(sigbus_truncated), C(sigbus_pop),
 		C(run_listen), C(run_connected), C(run_sigbus),
+		C(view_contiguous), C(view_scattered), C(view_two_regions), C(view_refused),
+		C(view_overlapping), C(view_max_entries), C(view_invalidated),
 #undef C
 	};
 

@@ -7,7 +7,8 @@
  * byte against tests/fake_codec.h.
  *
  * VUV_FAKE_DAEMON: the daemon (default build/tests/vhost-user-video-fake);
- * VUV_DAEMON_WRAPPER: e.g. valgrind; VUV_CASE: run matching cases only.
+ * VUV_DAEMON_WRAPPER: e.g. valgrind; VUV_CASE: run matching cases only;
+ * VUV_KEEP_LOGS=1: keep the logs when everything passed.
  */
 #include <endian.h>
 #include <errno.h>
@@ -1463,6 +1464,214 @@ static int t_enc_controls(void)
 	return close_front(v, 0);
 }
 
+
+/* ---- memory paths ------------------------------------------------------------------- */
+
+/* Run fn against a daemon of its own with VUV_MEMORY=memory (NULL: auto)
+ * and the fake's faults; then every want[] string must be in its log. */
+static int with_memory(const char *memory, const char *faults, int (*fn)(void),
+		       const char *const *want)
+{
+	const char *outer = getenv("VUV_MEMORY");
+	char saved[64] = "", log[sizeof(work) + 20], line[1024];
+	bool found[8] = { 0 };
+	FILE *f;
+	int r;
+
+	if (outer)
+		snprintf(saved, sizeof(saved), "%s", outer);
+	snprintf(log, sizeof(log), "%s/faults.log", work);
+	unlink(log);
+	if (memory)
+		setenv("VUV_MEMORY", memory, 1);
+	else
+		unsetenv("VUV_MEMORY");
+	r = with_faults(faults ? faults : "", fn);
+	if (outer)
+		setenv("VUV_MEMORY", saved, 1);
+	else
+		unsetenv("VUV_MEMORY");
+	f = fopen(log, "r");
+	while (f && fgets(line, sizeof(line), f))
+		for (unsigned i = 0; want[i]; i++)
+			found[i] |= strstr(line, want[i]) != NULL;
+	if (f)
+		fclose(f);
+	for (unsigned i = 0; !r && want[i]; i++)
+		if (!found[i])
+			r = failf("no \"%s\" in %s", want[i], log);
+	return r;
+}
+
+static int m_decode(void)
+{
+	return decode_exact(8, &(struct vvdec_opts){ 0 }, NULL);
+}
+
+static int m_decode_scattered(void)
+{
+	return decode_exact(8, &(struct vvdec_opts){ .scatter = true }, NULL);
+}
+
+static int m_encode(void)
+{
+	return encode_exact(8, &(struct vvenc_opts){ 0 });
+}
+
+static int m_encode_scattered(void)
+{
+	return encode_exact(8, &(struct vvenc_opts){ .scatter = true });
+}
+
+static int (*m_job(void))(void)
+{
+	return strstr(suite.device, "encoder") ? m_encode : m_decode;
+}
+
+/* auto on a driver with USERPTR: both queues zero-copy, nothing copied */
+static int t_mem_auto(void)
+{
+	static const char *const want[] = { "input memory: userptr (the driver offers USERPTR)",
+					    "output memory: userptr (the driver offers USERPTR)",
+					    " buffers zero-copy, 0 copied", NULL };
+	return with_memory(NULL, NULL, m_job(), want);
+}
+
+static int t_mem_auto_scattered(void)
+{
+	static const char *const want[] = { "input memory: userptr", "output memory: userptr",
+					    " buffers zero-copy, 0 copied", NULL };
+	return with_memory("auto", NULL, strstr(suite.device, "encoder") ? m_encode_scattered
+									 : m_decode_scattered, want);
+}
+
+static int t_mem_mmap(void)
+{
+	static const char *const want[] = { "input memory: mmap + copy (--memory=mmap)",
+					    "output memory: mmap + copy (--memory=mmap)",
+					    ": 0 buffers zero-copy", NULL };
+	return with_memory("mmap", NULL, m_job(), want);
+}
+
+/* the driver says USERPTR but REQBUFS refuses it: MMAP, the guest sees nothing */
+static int t_mem_userptr_fails(void)
+{
+	static const char *const want[] = { "input memory: mmap + copy (REQBUFS userptr failed)",
+					    "output memory: mmap + copy (REQBUFS userptr failed)",
+					    ": 0 buffers zero-copy", NULL };
+	return with_memory("userptr", "userptr_fail=1", m_job(), want);
+}
+
+static int t_mem_no_userptr(void)
+{
+	static const char *const want[] = { "input memory: mmap + copy (the driver offers no USERPTR)",
+					    ": 0 buffers zero-copy", NULL };
+	return with_memory(NULL, "no_userptr=1", m_job(), want);
+}
+
+/* dmabuf is not built: forced, it goes on to USERPTR */
+static int t_mem_dmabuf(void)
+{
+	static const char *const want[] = { "input memory: userptr (--memory=dmabuf, not built",
+					    " buffers zero-copy, 0 copied", NULL };
+	return with_memory("dmabuf", NULL, m_job(), want);
+}
+
+/* A guest that names the same pages in its input and in two output
+ * resources at once: the codec reads the bitstream from them and writes the
+ * frame over it, in guest memory and nowhere else (the page after them
+ * stays as it was), and the daemon answers everything. */
+static int f_overlap(void)
+{
+	struct vuf *v = open_front(NULL);
+	struct vvdec_clip c;
+	struct vuf_sglist mem, canary;
+	uint64_t tin, tout[2], tdrain;
+	struct vuf_params op;
+	struct vuf_rq_result rr;
+	uint32_t zero[8] = { 0 }, offs[8] = { 0 };
+	size_t total = 0, len = 1u << 20;
+	uint8_t *buf = NULL;
+	uint32_t seed;
+	int r = 0;
+
+	if (!v)
+		return -1;
+	clip_make(&c, 1, W, H, 41);
+	EXPECT(vuf_stream_create(v, 5, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_FWHT, "o"),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_CREATE");
+	CHECK(!vuf_alloc_contig(v, len, 0, &mem) && !vuf_alloc_contig(v, 4096, 0, &canary),
+	      "guest memory");
+	buf = malloc(len);
+	CHECK(buf, "memory");
+	memset(buf, 0xee, 4096);
+	CHECK(!vuf_sg_write(v, &canary, 0, buf, 4096), "canary");
+	EXPECT(vuf_resource_create(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1,
+				   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, 1, zero, &mem, 1),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE input");
+	CHECK(!vuf_sg_write(v, &mem, 0, c.data + c.off[0], c.size[0]), "write");
+	EXPECT(vuf_resource_queue(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, vvdec_ts(0), 1,
+				  (uint32_t[8]){ (uint32_t)c.size[0] }, &tin), 0, "queue input");
+	/* as the guest driver: output resources after DECODER_RESOLUTION_CHANGED */
+	{
+		struct virtio_video_event ev;
+
+		EXPECT(vuf_event_wait(v, &ev, VUF_CMD_TIMEOUT_MS), 0, "event");
+		CHECK(ev.event_type == VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED &&
+		      ev.stream_id == 5, "event %u of stream %u", ev.event_type, ev.stream_id);
+	}
+	EXPECT(vuf_get_params(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
+	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
+	for (unsigned p = 0; p < op.num_planes; p++) {
+		offs[p] = (uint32_t)total;
+		total += op.plane[p].plane_size;
+	}
+	CHECK(total <= len, "frame of %zu bytes", total);
+	for (unsigned i = 0; i < 2; i++) {
+		EXPECT(vuf_resource_create(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i,
+					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, op.num_planes, offs,
+					   &mem, 1),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE output");
+		EXPECT(vuf_resource_queue(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL,
+					  &tout[i]), 0, "queue output");
+	}
+	EXPECT(vuf_resource_queue_wait(v, tin, &rr, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "input");
+	EXPECT(vuf_stream_drain_submit(v, 5, &tdrain), 0, "STREAM_DRAIN");
+	EXPECT(vuf_resource_queue_wait(v, tout[0], &rr, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "output 10");
+	CHECK(!(rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) && rr.size == total,
+	      "output 10: flags 0x%x, %u bytes", rr.flags, rr.size);
+	EXPECT(vuf_resource_queue_wait(v, tout[1], &rr, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "output 11");
+	CHECK(rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS, "output 11 is no EOS (flags 0x%x)", rr.flags);
+	EXPECT(vuf_wait_type(v, tdrain, NULL, 0, 8, VUF_CMD_TIMEOUT_MS), VIRTIO_VIDEO_RESP_OK_NODATA,
+	       "STREAM_DRAIN");
+	/* the frame decoded from the bitstream it overwrote */
+	CHECK(!vuf_sg_read(v, &mem, 0, buf, total), "read");
+	seed = fk_seed(c.data + c.off[0] + FK_HDR, fk_be32(c.data + c.off[0] + 40)) ^
+	       V4L2_PIX_FMT_YUV420;
+	for (size_t i = 0; i < total; i++)
+		CHECK(buf[i] == fk_pixel(seed, i), "the frame differs at byte %zu", i);
+	CHECK(!vuf_sg_read(v, &canary, 0, buf, 4096), "read canary");
+	for (size_t i = 0; i < 4096; i++)
+		CHECK(buf[i] == 0xee, "the page after the resources changed at byte %zu", i);
+	EXPECT(vuf_stream_destroy(v, 5), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY");
+	free(buf);
+	vuf_sglist_free(&mem);
+	vuf_sglist_free(&canary);
+	vvdec_clip_free(&c);
+	return close_front(v, r);
+}
+
+static int t_mem_overlap(void)
+{
+	static const char *const want[] = { "input memory: userptr", "output memory: userptr",
+					    " buffers zero-copy, 0 copied", NULL };
+	return with_memory(NULL, NULL, f_overlap, want);
+}
+
 /* ---- main -------------------------------------------------------------------------- */
 
 struct tcase {
@@ -1498,6 +1707,13 @@ static const struct tcase dec_cases[] = {
 	{ "fault: EPIPE from DQBUF capture outside a drain; a healthy stream beside", t_fault_epipe, true },
 	{ "fault: STREAMON fails; a healthy stream beside", t_fault_streamon, true },
 	{ "fault: an event storm (201 SOURCE_CHANGE at once); a healthy stream beside", t_fault_storm, true },
+	{ "memory auto: USERPTR on both queues, nothing copied, exact", t_mem_auto, false },
+	{ "memory auto, scattered pages: USERPTR, nothing copied, exact", t_mem_auto_scattered, false },
+	{ "memory forced mmap: copied, exact", t_mem_mmap, false },
+	{ "memory forced userptr, REQBUFS USERPTR fails: MMAP, exact", t_mem_userptr_fails, false },
+	{ "memory auto, a driver without USERPTR: MMAP, exact", t_mem_no_userptr, false },
+	{ "memory forced dmabuf (not built): the next path, USERPTR", t_mem_dmabuf, false },
+	{ "memory: one guest buffer as input and two outputs at once", t_mem_overlap, false },
 };
 
 static const struct tcase enc_cases[] = {
@@ -1515,6 +1731,11 @@ static const struct tcase enc_cases[] = {
 	{ "encoder fault: capture bytesused past the buffer; a healthy stream beside", t_fault_big_used, false },
 	{ "encoder fault: EPIPE from DQBUF capture outside a drain; a healthy stream beside", t_fault_epipe, true },
 	{ "encoder fault: STREAMON fails; a healthy stream beside", t_fault_streamon, true },
+	{ "encoder memory auto: USERPTR on both queues, nothing copied, exact", t_mem_auto, false },
+	{ "encoder memory auto, scattered pages: USERPTR, nothing copied, exact", t_mem_auto_scattered, false },
+	{ "encoder memory forced mmap: copied, exact", t_mem_mmap, false },
+	{ "encoder memory forced userptr, REQBUFS USERPTR fails: MMAP, exact", t_mem_userptr_fails, false },
+	{ "encoder memory auto, a driver without USERPTR: MMAP, exact", t_mem_no_userptr, false },
 };
 
 static int (*cur_case)(void);
@@ -1576,7 +1797,7 @@ int main(void)
 	run_config("fake:encoder", enc_cases, sizeof(enc_cases) / sizeof(enc_cases[0]));
 	run_config("fake:encoder:mplane", enc_cases, sizeof(enc_cases) / sizeof(enc_cases[0]));
 	r = tsuite_end(&suite);
-	if (!r)
+	if (!r && !getenv("VUV_KEEP_LOGS"))
 		sh("rm -rf %s", work);
 	else
 		printf("logs kept in %s\n", work);

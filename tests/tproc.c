@@ -83,9 +83,17 @@ int tdaemon_start(struct tdaemon *t, const char *daemon, const char *device, con
 		snprintf(wrap, sizeof(wrap), "%s", w ? w : "");
 		for (char *tok = strtok(wrap, " "); tok && n < 32; tok = strtok(NULL, " "))
 			argv[n++] = tok;
+		/* VUV_MEMORY=auto|userptr|dmabuf|mmap: the daemon's --memory */
+		const char *mem = getenv("VUV_MEMORY");
+		char mem_arg[64];
+
 		argv[n++] = (char *)daemon;
 		argv[n++] = sock_arg;
 		argv[n++] = dev_arg;
+		if (mem && *mem) {
+			snprintf(mem_arg, sizeof(mem_arg), "--memory=%s", mem);
+			argv[n++] = mem_arg;
+		}
 		if (extra)
 			argv[n++] = (char *)extra;
 		argv[n] = NULL;
