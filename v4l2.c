@@ -11,6 +11,7 @@
 
 #include <linux/videodev2.h>
 
+#include "config.h"
 #include "v4l2.h"
 
 _Static_assert(M2M_MAX_PLANES == VIDEO_MAX_PLANES, "plane count");
@@ -564,6 +565,42 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 			b.m.userptr = ptr[0];
 			b.length = len[0];
 		}
+	}
+	return xioctl(ctx->fd, VIDIOC_QBUF, &b);
+}
+
+/* QBUF on a DMABUF queue: V4L2 plane p is the dmabuf fd[p], mb->length[p]
+ * bytes of it from its start. vb2 places a plane at the start of its dmabuf;
+ * data_offset only tells where the data begins in an OUTPUT plane. */
+int m2m_qbuf_dmabuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb,
+		    const int *fd)
+{
+	struct v4l2_plane planes[M2M_MAX_PLANES];
+	struct v4l2_buffer b = {
+		.type = ctx->buf_type[q],
+		.memory = V4L2_MEMORY_DMABUF,
+		.index = mb->index,
+		.flags = mb->flags,
+		.field = V4L2_FIELD_NONE,
+	};
+
+	if (!CONFIG_VUV_DMABUF || mb->index >= ctx->nbufs[q] || ctx->mem[q] != M2M_MEM_DMABUF)
+		return -EINVAL;
+	ns_to_timeval(mb->timestamp, &b.timestamp);
+	memset(planes, 0, sizeof(planes));
+	if (!ctx->mplane) {
+		b.m.fd = fd[0];
+		b.length = mb->length[0];
+		b.bytesused = mb->bytesused[0];
+		return xioctl(ctx->fd, VIDIOC_QBUF, &b);
+	}
+	b.m.planes = planes;
+	b.length = ctx->num_planes[q];
+	for (unsigned p = 0; p < ctx->num_planes[q]; p++) {
+		planes[p].m.fd = fd[p];
+		planes[p].length = mb->length[p];
+		planes[p].bytesused = mb->bytesused[p];
+		planes[p].data_offset = q == M2M_SRC ? mb->data_offset[p] : 0;
 	}
 	return xioctl(ctx->fd, VIDIOC_QBUF, &b);
 }
