@@ -868,6 +868,11 @@ int vu_dmabuf_items(struct vu_dev *dev, const struct vu_seg *segs, unsigned n,
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t gpa = segs[i].gpa, left = segs[i].len;
 
+		/* The last entry may end inside its page (a guest's buffer is
+		 * sized to the frame): the dmabuf takes the whole page, which
+		 * must be guest memory too; the device is told the real length. */
+		if (i == n - 1 && left % page && left <= UINT64_MAX - page)
+			left += page - left % page;
 		if (!left || gpa % page || left % page)
 			return *why = "a memory entry is empty or not page-aligned", -EINVAL;
 		if (gpa_wraps(gpa, left))

@@ -303,7 +303,9 @@ void vu_view_free(struct vu_dev *dev, struct vu_view *v);	/* NULL: nothing */
  * DMABUF over guest memory (CONFIG_VUV_DMABUF; lock held for both).
  * A list of guest-physical ranges becomes the items of one
  * UDMABUF_CREATE_LIST request: each range must lie in guest memory, start
- * and end on a page boundary of its region's file, and that file must be a
+ * and end on a page boundary of its region's file (the last may end inside
+ * its page: the whole page is taken, and must be guest memory), and that
+ * file must be a
  * memfd sealed with F_SEAL_SHRINK and not F_SEAL_WRITE (udmabuf's rule).
  * Ranges that follow each other in one file become one item.
  *

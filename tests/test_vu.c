@@ -837,7 +837,6 @@ static bool case_dmabuf_items_refused(void)
 		const char *reason;
 	} bad[] = {
 		{ { GPA_A + 0x100, PG }, -EINVAL, "page-aligned" },
-		{ { GPA_A, PG + 0x800 }, -EINVAL, "page-aligned" },
 		{ { GPA_A, 0 }, -EINVAL, "empty" },
 		{ { GPA_A + MB, PG }, -EFAULT, "outside" },		/* the hole after A */
 		{ { GPA_A + MB - PG, 2 * PG }, -EFAULT, "outside" },	/* runs into it */
@@ -852,6 +851,21 @@ static bool case_dmabuf_items_refused(void)
 
 		CHECK(r == bad[i].err && reason && strstr(reason, bad[i].reason),
 		      "entry %u: %d '%s'", i, r, reason ? reason : "");
+	}
+	/* Only the last entry may end inside a page: it is rounded up, if the
+	 * rest of the page is guest memory. */
+	{
+		const struct vu_seg mid[] = { { GPA_A, PG + 0x800 }, { GPA_A + 4 * PG, PG } };
+		const struct vu_seg last[] = { { GPA_A + 4 * PG, PG }, { GPA_A, PG + 0x800 } };
+		const struct vu_seg edge = { GPA_C + MB - PG, 0x800 };
+		const struct vu_seg past = { GPA_A + MB - PG, PG + 0x10 };
+
+		CHECK(items(mid, 2, it, 4, &reason) == -EINVAL, "unaligned middle entry");
+		CHECK(items(last, 2, it, 4, &reason) == 2 && item_is(&it[1], OFF_A, 2 * PG),
+		      "unaligned last entry: '%s'", reason ? reason : "");
+		CHECK(items(&edge, 1, it, 4, &reason) == 1 && item_is(&it[0], OFF_C + MB - PG, PG),
+		      "last page of guest memory");
+		CHECK(items(&past, 1, it, 4, &reason) == -EFAULT, "rounded up into the hole");
 	}
 	/* A region that starts mid-page in its file cannot be handed over. */
 	{
