@@ -537,10 +537,11 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 		.field = V4L2_FIELD_NONE,
 	};
 	bool user = ctx->mem[q] == M2M_MEM_USERPTR;
+	bool dma = CONFIG_VUV_DMABUF && ctx->mem[q] == M2M_MEM_DMABUF;
 	uintptr_t ptr[M2M_MAX_PLANES];
 	uint32_t len[M2M_MAX_PLANES];
 
-	if (mb->index >= ctx->nbufs[q] || ctx->mem[q] == M2M_MEM_DMABUF)
+	if (mb->index >= ctx->nbufs[q] || (ctx->mem[q] == M2M_MEM_DMABUF && !dma))
 		return -EINVAL;
 	ns_to_timeval(mb->timestamp, &b.timestamp);
 	memset(planes, 0, sizeof(planes));
@@ -548,7 +549,7 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 		const struct m2m_plane_map *m = &ctx->map[q][mb->index][p];
 
 		ptr[p] = mb->userptr[p] ? mb->userptr[p] : (uintptr_t)m->addr;
-		len[p] = mb->userptr[p] ? mb->length[p] : (uint32_t)m->length;
+		len[p] = mb->userptr[p] || dma ? mb->length[p] : (uint32_t)m->length;
 	}
 	if (ctx->mplane) {
 		b.m.planes = planes;
@@ -558,49 +559,17 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 			planes[p].length = len[p];
 			if (user)
 				planes[p].m.userptr = ptr[p];
+			if (dma)
+				planes[p].m.fd = mb->dmabuf[p];
 		}
 	} else {
 		b.bytesused = mb->bytesused[0];
-		if (user) {
+		if (user)
 			b.m.userptr = ptr[0];
+		if (dma)
+			b.m.fd = mb->dmabuf[0];
+		if (user || dma)
 			b.length = len[0];
-		}
-	}
-	return xioctl(ctx->fd, VIDIOC_QBUF, &b);
-}
-
-/* QBUF on a DMABUF queue: V4L2 plane p is the dmabuf fd[p], mb->length[p]
- * bytes of it from its start. vb2 places a plane at the start of its dmabuf;
- * data_offset only tells where the data begins in an OUTPUT plane. */
-int m2m_qbuf_dmabuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb,
-		    const int *fd)
-{
-	struct v4l2_plane planes[M2M_MAX_PLANES];
-	struct v4l2_buffer b = {
-		.type = ctx->buf_type[q],
-		.memory = V4L2_MEMORY_DMABUF,
-		.index = mb->index,
-		.flags = mb->flags,
-		.field = V4L2_FIELD_NONE,
-	};
-
-	if (!CONFIG_VUV_DMABUF || mb->index >= ctx->nbufs[q] || ctx->mem[q] != M2M_MEM_DMABUF)
-		return -EINVAL;
-	ns_to_timeval(mb->timestamp, &b.timestamp);
-	memset(planes, 0, sizeof(planes));
-	if (!ctx->mplane) {
-		b.m.fd = fd[0];
-		b.length = mb->length[0];
-		b.bytesused = mb->bytesused[0];
-		return xioctl(ctx->fd, VIDIOC_QBUF, &b);
-	}
-	b.m.planes = planes;
-	b.length = ctx->num_planes[q];
-	for (unsigned p = 0; p < ctx->num_planes[q]; p++) {
-		planes[p].m.fd = fd[p];
-		planes[p].length = mb->length[p];
-		planes[p].bytesused = mb->bytesused[p];
-		planes[p].data_offset = q == M2M_SRC ? mb->data_offset[p] : 0;
 	}
 	return xioctl(ctx->fd, VIDIOC_QBUF, &b);
 }

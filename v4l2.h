@@ -93,6 +93,10 @@ struct m2m_buf {
 	 * userptr); 0 = the buffer's own bounce memory, map[][][] */
 	uintptr_t userptr[M2M_MAX_PLANES];
 	uint32_t length[M2M_MAX_PLANES];
+	/* QBUF on a DMABUF queue: the dmabuf of each plane (its first length
+	 * bytes; vb2 puts a plane at the start of its dmabuf; data_offset is
+	 * not passed). The fds stay the caller's. */
+	int dmabuf[M2M_MAX_PLANES];
 };
 
 /* A buffer plane the daemon can copy through: a mapped MMAP plane, or on a
@@ -149,11 +153,6 @@ int m2m_query_buf_caps(struct m2m_ctx *ctx, enum m2m_queue q, uint32_t *caps);
 const char *m2m_memory_name(enum m2m_memory m);
 
 int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *b);
-/* QBUF on a queue allocated with M2M_MEM_DMABUF (CONFIG_VUV_DMABUF): V4L2
- * plane p is the dmabuf fd[p] (its first mb->length[p] bytes); bytesused,
- * and on SRC data_offset, as for m2m_qbuf. The fds stay the caller's. */
-int m2m_qbuf_dmabuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *b,
-		    const int *fd);
 /* -EAGAIN: nothing ready; -EPIPE: the last buffer was already dequeued. */
 int m2m_dqbuf(struct m2m_ctx *ctx, enum m2m_queue q, struct m2m_buf *b);
 int m2m_streamon(struct m2m_ctx *ctx, enum m2m_queue q);

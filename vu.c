@@ -816,21 +816,15 @@ const char *vu_memfd_unfit(int fd)
 {
 	int seals;
 
-	if (fd < 0)
-		return "the daemon kept no file for the memory region";
-	seals = fcntl(fd, F_GET_SEALS);
+	/* (QEMU: memory-backend-file, e.g. on /dev/shm, has no seals and
+	 * cannot get any; memory-backend-memfd seals by default, seal=on) */
+	seals = fd < 0 ? -1 : fcntl(fd, F_GET_SEALS);
 	if (seals < 0)
-		return "the memory region's file is not a memfd (udmabuf takes memfd pages "
-		       "only: use QEMU memory-backend-memfd)";
+		return "guest memory is not a memfd";
 	if (!(seals & F_SEAL_SHRINK))
-		return (seals & F_SEAL_SEAL) ?
-		       "the memory region's file is not sealed with F_SEAL_SHRINK and cannot be "
-		       "(a tmpfs file such as QEMU memory-backend-file on /dev/shm; "
-		       "memory-backend-memfd seals by default)" :
-		       "the memory region's memfd is not sealed with F_SEAL_SHRINK "
-		       "(QEMU memory-backend-memfd with seal=off?)";
+		return "guest memory is not sealed with F_SEAL_SHRINK (QEMU: memory-backend-memfd)";
 	if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
-		return "the memory region's memfd is sealed against writes";
+		return "guest memory is sealed against writes";
 	return NULL;
 }
 
@@ -855,16 +849,16 @@ static int dmabuf_item_add(struct udmabuf_create_item *items, unsigned *n, unsig
 int vu_dmabuf_items(struct vu_dev *dev, const struct vu_seg *segs, unsigned n,
 		    struct udmabuf_create_item *items, unsigned max, const char **why)
 {
+	static const char outside[] = "an entry is outside guest memory";
 	uint64_t page = page_size();
 	unsigned count = 0;
 
-	*why = NULL;
+	*why = "not built";
 	if (!CONFIG_VUV_DMABUF)
-		return *why = "built without CONFIG_VUV_DMABUF", -EOPNOTSUPP;
-	if (!n)
-		return *why = "no memory entries", -EINVAL;
-	if (vu_broken(dev))
-		return *why = "the device is broken", -EIO;
+		return -EOPNOTSUPP;
+	*why = "empty";
+	if (!n || vu_broken(dev))
+		return -EINVAL;
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t gpa = segs[i].gpa, left = segs[i].len;
 
@@ -874,80 +868,63 @@ int vu_dmabuf_items(struct vu_dev *dev, const struct vu_seg *segs, unsigned n,
 		if (i == n - 1 && left % page && left <= UINT64_MAX - page)
 			left += page - left % page;
 		if (!left || gpa % page || left % page)
-			return *why = "a memory entry is empty or not page-aligned", -EINVAL;
+			return *why = "an entry is empty or not page-aligned", -EINVAL;
 		if (gpa_wraps(gpa, left))
-			return *why = "a memory entry wraps around", -EFAULT;
+			return *why = outside, -EFAULT;
 		/* A range may span adjacent regions: one item per region. */
 		while (left) {
 			const struct vu_region *rg = region_of(dev, gpa);
 			uint64_t off, chunk;
 
 			if (!rg)
-				return *why = "a memory entry is outside guest memory", -EFAULT;
+				return *why = outside, -EFAULT;
 			off = rg->foff + (gpa - rg->gpa);
 			chunk = rg->size - (gpa - rg->gpa);
 			if (chunk > left)
 				chunk = left;
 			if (off % page || chunk % page)
-				return *why = "a memory region is not page-aligned in its file",
-				       -EINVAL;
+				return *why = "a region is not page-aligned in its file", -EINVAL;
 			if ((*why = vu_memfd_unfit(rg->fd)))
 				return -EPERM;
 			if (dmabuf_item_add(items, &count, max, rg, off, chunk))
-				return *why = "too many pieces for one udmabuf", -E2BIG;
+				return *why = "too many pieces", -E2BIG;
 			gpa += chunk;
 			left -= chunk;
 		}
 	}
+	*why = NULL;
 	return (int)count;
 }
 
-static int udmabuf_fd = -1;		/* __atomic; opened on first use, kept */
-
-static int udmabuf_dev(void)
-{
-	int fd = __atomic_load_n(&udmabuf_fd, __ATOMIC_ACQUIRE), none = -1;
-
-	if (fd >= 0)
-		return fd;
-	fd = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (!__atomic_compare_exchange_n(&udmabuf_fd, &none, fd, false, __ATOMIC_ACQ_REL,
-					 __ATOMIC_ACQUIRE)) {
-		close(fd);
-		fd = none;
-	}
-	return fd;
-}
+/* /dev/udmabuf, opened on first use and kept. Guarded by the device lock
+ * (the daemon has one device). */
+static int udmabuf_fd = -1;
 
 int vu_dmabuf_create(struct vu_dev *dev, const struct vu_seg *segs, unsigned n, const char **why)
 {
 	struct udmabuf_create_list *req;
-	int count, dev_fd, fd;
+	int count, fd;
 
+	*why = "too many pieces";
 	if (n > VU_DMABUF_MAX_ITEMS)
-		return *why = "too many memory entries for one udmabuf", -E2BIG;
+		return -E2BIG;
 	req = malloc(sizeof(*req) + VU_DMABUF_MAX_ITEMS * sizeof(req->list[0]));
 	if (!req)
-		return *why = "out of memory", -ENOMEM;
-	count = vu_dmabuf_items(dev, segs, n, req->list, VU_DMABUF_MAX_ITEMS, why);
-	fd = count;
+		return -ENOMEM;
+	fd = count = vu_dmabuf_items(dev, segs, n, req->list, VU_DMABUF_MAX_ITEMS, why);
 	if (count < 0)
 		goto out_free;
-	dev_fd = fd = udmabuf_dev();
-	if (dev_fd < 0) {
-		*why = fd == -ENOENT ? "no /dev/udmabuf (host kernel without CONFIG_UDMABUF)" :
-		       "cannot open /dev/udmabuf";
-		goto out_free;
-	}
+	/* (ENOENT: a host kernel without CONFIG_UDMABUF) */
+	*why = "/dev/udmabuf";
+	if (udmabuf_fd < 0)
+		udmabuf_fd = open(*why, O_RDWR | O_CLOEXEC);
 	req->flags = UDMABUF_FLAGS_CLOEXEC;
 	req->count = (uint32_t)count;
-	fd = ioctl(dev_fd, UDMABUF_CREATE_LIST, req);
-	if (fd < 0) {
+	fd = udmabuf_fd < 0 ? -1 : ioctl(udmabuf_fd, UDMABUF_CREATE_LIST, req);
+	if (fd < 0)
 		fd = -errno;
-		*why = "UDMABUF_CREATE_LIST failed";
-	}
+	else
+		*why = NULL;
 out_free:
 	free(req);
 	return fd;

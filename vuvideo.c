@@ -733,10 +733,10 @@ static int res_dmabuf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r)
 	return r->dmabuf;
 }
 
-/* The dmabuf fds that let the codec use resource r as its V4L2 buffer on
- * queue mq: true and fd[], b->length set, or false. */
+/* The dmabufs that let the codec use resource r as its V4L2 buffer on queue
+ * mq: true and b->dmabuf, b->length set, or false. */
 static bool res_dmabuf_buf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
-			   enum m2m_queue mq, struct m2m_buf *b, int *fd)
+			   enum m2m_queue mq, struct m2m_buf *b)
 {
 	uintptr_t base;
 
@@ -746,7 +746,7 @@ static bool res_dmabuf_buf(struct vv_dev *d, struct vv_stream *s, struct vv_res 
 	for (unsigned p = 0; p < s->m2m.num_planes[mq]; p++) {
 		if (b->userptr[p] != base)
 			return false;
-		fd[p] = r->dmabuf;
+		b->dmabuf[p] = r->dmabuf;
 	}
 	memset(b->userptr, 0, sizeof(b->userptr));
 	return true;
@@ -755,15 +755,24 @@ static bool res_dmabuf_buf(struct vv_dev *d, struct vv_stream *s, struct vv_res 
 static bool dmabuf_possible(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq)
 {
 	struct vv_queue *q = &s->q[mq];
-	int fd[M2M_MAX_PLANES];
 
 	for (unsigned i = 0; CONFIG_VUV_DMABUF && i < q->nres; i++) {
 		struct m2m_buf b = { 0 };
 
-		if (!res_dmabuf_buf(d, s, &q->res[i], mq, &b, fd))
+		if (!res_dmabuf_buf(d, s, &q->res[i], mq, &b))
 			return false;
 	}
 	return CONFIG_VUV_DMABUF && q->nres > 0;
+}
+
+/* Resource r as the codec's buffer itself on queue mq, by the queue's memory
+ * (USERPTR: its view; DMABUF: its dmabuf): true and b set, or false: copy. */
+static bool res_zc(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, enum m2m_queue mq,
+		   struct m2m_buf *b)
+{
+	if (s->m2m.mem[mq] == M2M_MEM_DMABUF)
+		return res_dmabuf_buf(d, s, r, mq, b);
+	return s->m2m.mem[mq] == M2M_MEM_USERPTR && res_userptr(d, s, r, mq, b);
 }
 
 /* Every resource of the queue can be the codec's buffer as it is. */
@@ -803,7 +812,7 @@ static void choose_memory(struct vv_dev *d, struct vv_stream *s, enum m2m_queue 
 	} else if (d->memory != VV_MEM_AUTO) {
 		*m = M2M_MEM_USERPTR;
 		*why = d->memory != VV_MEM_DMABUF ? "--memory=userptr" :
-		       CONFIG_VUV_DMABUF ? "--memory=dmabuf, not possible for every resource: the next path" :
+		       CONFIG_VUV_DMABUF ? "--memory=dmabuf, not for every resource: the next path" :
 		       "--memory=dmabuf, not built: the next path";
 	} else if (!(caps & V4L2_BUF_CAP_SUPPORTS_USERPTR)) {
 		*why = "the driver offers no USERPTR";
@@ -1074,14 +1083,11 @@ static void dec_feed_src(struct vv_dev *d, struct vv_stream *s)
 		uint32_t n = r->bytes - r->fed;
 		struct m2m_buf b = { .index = (uint32_t)vb, .timestamp = r->timestamp };
 		/* zero-copy: the whole guest buffer is one V4L2 buffer */
-		bool zc = s->m2m.mem[M2M_SRC] == M2M_MEM_USERPTR && !r->fed &&
-			  res_userptr(d, s, r, M2M_SRC, &b) && b.length[0] >= n;
-		bool dma = s->m2m.mem[M2M_SRC] == M2M_MEM_DMABUF;
-		int ret = 0, fd[M2M_MAX_PLANES];
+		bool zc = !r->fed && res_zc(d, s, r, M2M_SRC, &b) && b.length[0] >= n;
+		int ret = 0;
 
-		if (dma) {	/* no bounce memory: the guest's buffer or nothing */
-			zc = !r->fed && res_dmabuf_buf(d, s, r, M2M_SRC, &b, fd) && b.length[0] >= n;
-			ret = zc ? 0 : -ENOTSUP;
+		if (!zc && s->m2m.mem[M2M_SRC] == M2M_MEM_DMABUF) {
+			ret = -ENOTSUP;	/* no bounce memory */
 		} else if (!zc) {
 			memset(b.userptr, 0, sizeof(b.userptr));
 			if (n > m->length)
@@ -1092,8 +1098,7 @@ static void dec_feed_src(struct vv_dev *d, struct vv_stream *s)
 		q->vbuf_zc[vb] = zc;
 		if (!ret) {
 			b.bytesused[0] = n;
-			ret = dma ? m2m_qbuf_dmabuf(&s->m2m, M2M_SRC, &b, fd)
-				  : m2m_qbuf(&s->m2m, M2M_SRC, &b);
+			ret = m2m_qbuf(&s->m2m, M2M_SRC, &b);
 		}
 		if (ret) {
 			vu_log(VU_WARN, "stream %u: input resource %u: %s", s->id, r->id,
@@ -1124,15 +1129,11 @@ static void enc_feed_src(struct vv_dev *d, struct vv_stream *s)
 
 	while ((r = oldest_unfed(q)) && (vb = pick_vbuf(s, M2M_SRC, r)) >= 0) {
 		struct m2m_buf b = { .index = (uint32_t)vb, .timestamp = r->timestamp };
-		bool dma = s->m2m.mem[M2M_SRC] == M2M_MEM_DMABUF;
-		int fd[M2M_MAX_PLANES];
 		long ret = 0;
 
-		q->vbuf_zc[vb] = s->m2m.mem[M2M_SRC] == M2M_MEM_USERPTR &&
-				 res_userptr(d, s, r, M2M_SRC, &b);
-		if (dma) {
-			q->vbuf_zc[vb] = res_dmabuf_buf(d, s, r, M2M_SRC, &b, fd);
-			ret = q->vbuf_zc[vb] ? 0 : -ENOTSUP;
+		q->vbuf_zc[vb] = res_zc(d, s, r, M2M_SRC, &b);
+		if (!q->vbuf_zc[vb] && s->m2m.mem[M2M_SRC] == M2M_MEM_DMABUF) {
+			ret = -ENOTSUP;	/* no bounce memory */
 		} else if (!q->vbuf_zc[vb]) {
 			memset(b.userptr, 0, sizeof(b.userptr));
 			ret = copy_frame(d, s, r, M2M_SRC, (unsigned)vb, false);
@@ -1141,8 +1142,7 @@ static void enc_feed_src(struct vv_dev *d, struct vv_stream *s)
 		for (unsigned p = 0; p < s->m2m.num_planes[M2M_SRC]; p++)
 			b.bytesused[p] = q->alloc_pix.sizeimage[p];
 		if (ret >= 0)
-			ret = dma ? m2m_qbuf_dmabuf(&s->m2m, M2M_SRC, &b, fd)
-				  : m2m_qbuf(&s->m2m, M2M_SRC, &b);
+			ret = m2m_qbuf(&s->m2m, M2M_SRC, &b);
 		r->fed = r->bytes;
 		if (ret) {
 			vu_log(VU_WARN, "stream %u: input resource %u: %s", s->id, r->id,
@@ -1194,18 +1194,11 @@ static void feed_dst(struct vv_dev *d, struct vv_stream *s)
 		if (waiting == 1 && q->in_driver > 0)
 			return;		/* keep one back */
 		b.index = (uint32_t)vb;
-		q->vbuf_zc[vb] = s->m2m.mem[M2M_DST] == M2M_MEM_USERPTR &&
-				 res_userptr(d, s, r, M2M_DST, &b);
+		q->vbuf_zc[vb] = res_zc(d, s, r, M2M_DST, &b);
 		if (!q->vbuf_zc[vb])
 			memset(b.userptr, 0, sizeof(b.userptr));
-		if (s->m2m.mem[M2M_DST] == M2M_MEM_DMABUF) {
-			int fd[M2M_MAX_PLANES];
-
-			q->vbuf_zc[vb] = res_dmabuf_buf(d, s, r, M2M_DST, &b, fd);
-			ret = q->vbuf_zc[vb] ? m2m_qbuf_dmabuf(&s->m2m, M2M_DST, &b, fd) : -ENOTSUP;
-		} else {
-			ret = m2m_qbuf(&s->m2m, M2M_DST, &b);
-		}
+		ret = q->vbuf_zc[vb] || s->m2m.mem[M2M_DST] != M2M_MEM_DMABUF ?
+		      m2m_qbuf(&s->m2m, M2M_DST, &b) : -ENOTSUP;
 		if (ret) {
 			vu_log(VU_WARN, "stream %u: QBUF capture: %s", s->id, strerror(-ret));
 			res_done(d, s, r, true, 0, VIRTIO_VIDEO_BUFFER_FLAG_ERR, 0);

@@ -973,14 +973,6 @@ const char *m2m_memory_name(enum m2m_memory m)
 	return m == M2M_MEM_USERPTR ? "userptr" : m == M2M_MEM_DMABUF ? "dmabuf" : "mmap";
 }
 
-/* The fake codec offers no DMABUF (the daemon never chooses it here). */
-int m2m_qbuf_dmabuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb,
-		    const int *fd)
-{
-	(void)ctx, (void)q, (void)mb, (void)fd;
-	return -EINVAL;
-}
-
 int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 {
 	FK_ENTER(ctx, c);

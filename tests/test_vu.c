@@ -842,7 +842,7 @@ static bool case_dmabuf_items_refused(void)
 		{ { GPA_A + MB - PG, 2 * PG }, -EFAULT, "outside" },	/* runs into it */
 		{ { GPA_A - PG, PG }, -EFAULT, "outside" },
 		{ { GPA_C + MB - PG, 2 * PG }, -EFAULT, "outside" },	/* past C */
-		{ { 0xfffffffffffff000ull, 2 * PG }, -EFAULT, "wraps" },
+		{ { 0xfffffffffffff000ull, 2 * PG }, -EFAULT, "outside" },	/* wraps */
 	};
 
 	CHECK(dmabuf_setup(), "setup");
@@ -889,14 +889,14 @@ static bool case_dmabuf_seals(void)
 	/* t_open's memfd cannot be sealed at all (QEMU memory-backend-file
 	 * on /dev/shm looks the same: a tmpfs file with F_SEAL_SEAL). */
 	CHECK(t_open() && mem_table_ab() == 0, "setup");
-	CHECK(items(&seg, 1, it, 2, &reason) == -EPERM && strstr(reason, "F_SEAL_SHRINK") &&
-	      strstr(reason, "cannot be"), "unsealable: '%s'", reason ? reason : "");
+	CHECK(items(&seg, 1, it, 2, &reason) == -EPERM && strstr(reason, "F_SEAL_SHRINK"),
+	      "unsealable: '%s'", reason ? reason : "");
 	vu_lock(T.dev);
 	CHECK(vu_dmabuf_create(T.dev, &seg, 1, &reason) == -EPERM, "create over an unsealed memfd");
 	vu_unlock(T.dev);
 	/* Sealable, not sealed (memory-backend-memfd,seal=off). */
 	CHECK(use_sealed_memfd(0) && mem_table_ab() == 0, "sealable");
-	CHECK(items(&seg, 1, it, 2, &reason) == -EPERM && strstr(reason, "seal=off"),
+	CHECK(items(&seg, 1, it, 2, &reason) == -EPERM && strstr(reason, "F_SEAL_SHRINK"),
 	      "not sealed: '%s'", reason ? reason : "");
 	/* Growing is fine; shrinking is what udmabuf forbids. */
 	CHECK(use_sealed_memfd(F_SEAL_SHRINK | F_SEAL_GROW) && mem_table_ab() == 0, "sealed");
