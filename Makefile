@@ -224,20 +224,25 @@ fuzz:
 	$(Q)$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(B)/fuzz/%)
 	$(Q)tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-tests: $(DAEMON) $(TEST_PROGS:%=$(B)/tests/%) $(B)/tests/vhost-user-video-fake trimmed
+tests: $(DAEMON) $(TEST_PROGS:%=$(B)/tests/%) $(B)/tests/vhost-user-video-fake trimmed dmabuf-build
 
 # The one-role configurations, each in its own directory (make check tests them).
 trimmed:
 	$(Q)$(MAKE) --no-print-directory B=build/dec KCONFIG_CONFIG=configs/decoder_defconfig build/dec/vhost-user-video
 	$(Q)$(MAKE) --no-print-directory B=build/enc KCONFIG_CONFIG=configs/encoder_defconfig build/enc/vhost-user-video
+# With CONFIG_VUV_DMABUF (off by default): its daemon and its vu.c unit
+# tests (the udmabuf request building runs on any host).
+dmabuf-build:
+	$(Q)$(MAKE) --no-print-directory B=build/dma KCONFIG_CONFIG=configs/dmabuf_defconfig \
+		build/dma/vhost-user-video build/dma/tests/test_vu build/dma/asan/tests/test_vu
 tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%) \
 	$(B)/asan/tests/vhost-user-video-fake $(FUZZ_TARGETS:%=$(B)/asan/tests/%-replay)
 
 # Stripped sizes of the full, decoder-only and encoder-only static builds, and
 # of the full aarch64 build when aarch64-linux-musl-gcc is there (tests/cross.sh
 # installs it).
-SIZE_BINS := $(DAEMON) build/dec/vhost-user-video build/enc/vhost-user-video
-size: $(DAEMON) trimmed
+SIZE_BINS := $(DAEMON) build/dec/vhost-user-video build/enc/vhost-user-video build/dma/vhost-user-video
+size: $(DAEMON) trimmed dmabuf-build
 	$(Q)if command -v aarch64-linux-musl-gcc >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory B=build/arm64 CROSS_COMPILE=aarch64-linux-musl- \
 			build/arm64/vhost-user-video; fi
@@ -395,7 +400,7 @@ help:
 	@echo "  savedefconfig  write the options that differ from the defaults to ./defconfig"
 	@echo "  menuconfig     interactive (kconfig-mconf or python3 -m menuconfig)"
 
-.PHONY: FORCE all tests trimmed tests-asan check check-unit check-guest demo bench fuzz \
+.PHONY: FORCE all tests trimmed dmabuf-build tests-asan check check-unit check-guest demo bench fuzz \
 	fuzz-seeds size defconfig olddefconfig savedefconfig menuconfig install install-qemu-json \
 	install-sysv install-systemd install-strip uninstall clean distclean help
 
