@@ -43,6 +43,7 @@ check "make install-qemu-json: the descriptor, valid JSON, with the binary's pat
 	 /usr/bin/python3 -m json.tool $B/inst/usr/share/qemu/vhost-user/50-vhost-user-video.json |
 		grep -q '\"binary\": \"/usr/bin/vhost-user-video\"'"
 check "--v4l2-ctrl refuses a malformed ID=VALUE" sh -c "$D --v4l2-ctrl=gop 2>/dev/null; [ \$? = 2 ]"
+check "--memory refuses an unknown mode" sh -c "$D --memory=fast 2>/dev/null; [ \$? = 2 ]"
 
 echo "=== init script and systemd units (contrib/)"
 rm -rf $B/units

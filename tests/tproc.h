@@ -40,7 +40,7 @@ void tdaemon_log_tail(const struct tdaemon *t, FILE *f);
  * set) and runs them against a daemon it started. Output, one line each:
  * "PASS name (x.y s)", "FAIL name: why" (+ the daemon's log tail), and at
  * the end "N passed, M failed". VUV_CASE=substring runs only the cases
- * whose name contains it. */
+ * whose name contains it; "a|b|c": any of them. */
 struct tsuite {
 	struct tdaemon dmn;		/* the daemon the cases talk to (pid -1: none) */
 	const char *daemon, *device, *dir, *name, *args;	/* how to start it */

@@ -10,6 +10,7 @@ B=build
 : "${VICODEC_DEC:?not in the test VM (VICODEC_DEC unset)}"
 echo "vm: vicodec multiplanar=${VICODEC_MPLANE:-?} decoder=$VICODEC_DEC encoder=${VICODEC_ENC:-}"
 
+zc_log=/tmp/vuv-e2e-dec/daemon.log
 for variant in static asan; do
 	if [ $variant = static ]; then
 		daemon=$PWD/vhost-user-video
@@ -22,10 +23,31 @@ for variant in static asan; do
 	run_prog "e2e core ($variant daemon)" $B/tests/e2e_core
 	run_prog "e2e service conventions ($variant daemon)" $B/tests/e2e_svc
 	run_prog "e2e decoder ($variant daemon)" $B/tests/e2e_dec
+	if [ $variant = static ] && [ -z "${VUV_MEMORY:-}" ]; then
+		check "e2e decoder: auto memory was USERPTR on vicodec, both queues, zero-copy" sh -c \
+			"grep -q 'input memory: userptr (the driver offers USERPTR)' $zc_log &&
+			 grep -q 'output memory: userptr (the driver offers USERPTR)' $zc_log &&
+			 grep -q ' buffers zero-copy, 0 copied' $zc_log"
+	fi
 	if [ -x $B/tests/e2e_enc ]; then
 		run_prog "e2e encoder ($variant daemon)" $B/tests/e2e_enc
 	fi
 done
+
+# The memory paths (README, Memory paths): the runs above are --memory=auto,
+# USERPTR on vicodec (checked there); now the copy path, forced, on a
+# representative subset of the decoder and encoder cases (the static daemon
+# only; the whole suites take minutes more per vicodec mode).
+export VUV_MEMORY=mmap
+VUV_CASE="decode 640x480|decode 1920x1080|scattered|resolution change: two|drain right after the 12th" \
+	VUV_DAEMON=$PWD/vhost-user-video run_prog "e2e decoder subset (static daemon, --memory=mmap)" $B/tests/e2e_dec
+check "--memory=mmap copied everything" sh -c \
+	"grep -q 'output memory: mmap + copy (--memory=mmap)' $zc_log && ! grep -q 'memory: userptr' $zc_log"
+if [ -x $B/tests/e2e_enc ]; then
+	VUV_CASE="encode 640x480|encode 1920x1080|scattered|drain right after the 12th" \
+		VUV_DAEMON=$PWD/vhost-user-video run_prog "e2e encoder subset (static daemon, --memory=mmap)" $B/tests/e2e_enc
+fi
+unset VUV_MEMORY
 
 # The Kconfig-trimmed builds: each serves its role, and refuses the other
 # role's node at start-up with a clear message.
