@@ -305,15 +305,16 @@ void vu_view_free(struct vu_dev *dev, struct vu_view *v);	/* NULL: nothing */
  * UDMABUF_CREATE_LIST request: each range must lie in guest memory, start
  * and end on a page boundary of its region's file (the last may end inside
  * its page: the whole page is taken, and must be guest memory), and that
- * file must be a
- * memfd sealed with F_SEAL_SHRINK and not F_SEAL_WRITE (udmabuf's rule).
- * Ranges that follow each other in one file become one item.
+ * file must be a memfd sealed with F_SEAL_SHRINK and not against writes
+ * (udmabuf's rule). Ranges that follow each other in one file become one
+ * item.
  *
  * vu_dmabuf_items fills items[0..max) and returns how many it used, or
  * -errno with *why saying what was refused (a static string):
  * -EFAULT outside guest memory or wraps, -EINVAL not page-aligned or empty,
- * -EPERM the region's file cannot back a udmabuf, -E2BIG more than max items.
- * No /dev/udmabuf is needed (unit tests).
+ * -EPERM the region's file cannot back a udmabuf, -E2BIG more than max
+ * items, -EOPNOTSUPP built without CONFIG_VUV_DMABUF. No /dev/udmabuf is
+ * needed (unit tests).
  *
  * vu_dmabuf_create builds the request and asks /dev/udmabuf (opened once,
  * on first use) for a dmabuf: the fd (O_CLOEXEC, the caller's) or -errno
