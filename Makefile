@@ -274,9 +274,9 @@ check-unit:
 	$(Q)$(MAKE) --no-print-directory tests tests-asan
 	$(Q)VUV_NO_VM=1 tests/run.sh
 
-# DMABUF from guest memory on the real vicodec (opt-in, ~25 min under TCG):
+# DMABUF from guest memory on the real vicodec (opt-in, ~13 min under TCG):
 # a VM with Debian sid's kernel (it has /dev/udmabuf; the first run fetches
-# and builds it, ~3 min), the CONFIG_VUV_DMABUF build, single- and
+# and builds it, 3-8 min), the CONFIG_VUV_DMABUF build, single- and
 # multi-planar. See doc/dmabuf.md.
 check-dmabuf:
 	$(Q)tests/deps.sh
