@@ -11,6 +11,7 @@
 
 #include <linux/videodev2.h>
 
+#include "config.h"
 #include "v4l2.h"
 
 _Static_assert(M2M_MAX_PLANES == VIDEO_MAX_PLANES, "plane count");
@@ -536,10 +537,11 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 		.field = V4L2_FIELD_NONE,
 	};
 	bool user = ctx->mem[q] == M2M_MEM_USERPTR;
+	bool dma = CONFIG_VUV_DMABUF && ctx->mem[q] == M2M_MEM_DMABUF;
 	uintptr_t ptr[M2M_MAX_PLANES];
 	uint32_t len[M2M_MAX_PLANES];
 
-	if (mb->index >= ctx->nbufs[q] || ctx->mem[q] == M2M_MEM_DMABUF)
+	if (mb->index >= ctx->nbufs[q] || (ctx->mem[q] == M2M_MEM_DMABUF && !dma))
 		return -EINVAL;
 	ns_to_timeval(mb->timestamp, &b.timestamp);
 	memset(planes, 0, sizeof(planes));
@@ -547,7 +549,7 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 		const struct m2m_plane_map *m = &ctx->map[q][mb->index][p];
 
 		ptr[p] = mb->userptr[p] ? mb->userptr[p] : (uintptr_t)m->addr;
-		len[p] = mb->userptr[p] ? mb->length[p] : (uint32_t)m->length;
+		len[p] = mb->userptr[p] || dma ? mb->length[p] : (uint32_t)m->length;
 	}
 	if (ctx->mplane) {
 		b.m.planes = planes;
@@ -557,13 +559,17 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 			planes[p].length = len[p];
 			if (user)
 				planes[p].m.userptr = ptr[p];
+			if (dma)
+				planes[p].m.fd = mb->dmabuf[p];
 		}
 	} else {
 		b.bytesused = mb->bytesused[0];
-		if (user) {
+		if (user)
 			b.m.userptr = ptr[0];
+		if (dma)
+			b.m.fd = mb->dmabuf[0];
+		if (user || dma)
 			b.length = len[0];
-		}
 	}
 	return xioctl(ctx->fd, VIDIOC_QBUF, &b);
 }

@@ -93,6 +93,10 @@ struct m2m_buf {
 	 * userptr); 0 = the buffer's own bounce memory, map[][][] */
 	uintptr_t userptr[M2M_MAX_PLANES];
 	uint32_t length[M2M_MAX_PLANES];
+	/* QBUF on a DMABUF queue: the dmabuf of each plane (its first length
+	 * bytes; vb2 puts a plane at the start of its dmabuf; data_offset is
+	 * not passed). The fds stay the caller's. */
+	int dmabuf[M2M_MAX_PLANES];
 };
 
 /* A buffer plane the daemon can copy through: a mapped MMAP plane, or on a

@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -49,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/udmabuf.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
 
@@ -803,6 +805,129 @@ static void views_invalidate(struct vu_dev *dev)
 			vu_log(VU_WARN, "cannot unmap a linear view: %s", strerror(errno));
 		v->valid = false;
 	}
+}
+
+/* ---- DMABUF over guest memory ------------------------------------------------- */
+
+/* udmabuf (drivers/dma-buf/udmabuf.c) takes pages of a shmem or hugetlbfs
+ * file only, and only while it cannot shrink under the buffer: F_SEAL_SHRINK
+ * set, F_SEAL_WRITE and F_SEAL_FUTURE_WRITE clear (the device writes into it). */
+const char *vu_memfd_unfit(int fd)
+{
+	int seals;
+
+	/* (QEMU: memory-backend-file, e.g. on /dev/shm, has no seals and
+	 * cannot get any; memory-backend-memfd seals by default, seal=on) */
+	seals = fd < 0 ? -1 : fcntl(fd, F_GET_SEALS);
+	if (seals < 0)
+		return "guest memory is not a memfd";
+	if (!(seals & F_SEAL_SHRINK))
+		return "guest memory is not sealed with F_SEAL_SHRINK (QEMU: memory-backend-memfd)";
+	if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+		return "guest memory is sealed against writes";
+	return NULL;
+}
+
+/* Append [off, off + len) of rg's file to items, merging with the last item
+ * when it ends where this begins in the same file. */
+static int dmabuf_item_add(struct udmabuf_create_item *items, unsigned *n, unsigned max,
+			   const struct vu_region *rg, uint64_t off, uint64_t len)
+{
+	struct udmabuf_create_item *last = *n ? &items[*n - 1] : NULL;
+
+	if (last && last->memfd == (uint32_t)rg->fd && last->offset + last->size == off) {
+		last->size += len;
+		return 0;
+	}
+	if (*n == max)
+		return -E2BIG;
+	items[(*n)++] = (struct udmabuf_create_item){ .memfd = (uint32_t)rg->fd,
+						      .offset = off, .size = len };
+	return 0;
+}
+
+int vu_dmabuf_items(struct vu_dev *dev, const struct vu_seg *segs, unsigned n,
+		    struct udmabuf_create_item *items, unsigned max, const char **why)
+{
+	static const char outside[] = "an entry is outside guest memory";
+	uint64_t page = page_size();
+	unsigned count = 0;
+
+	*why = "not built";
+	if (!CONFIG_VUV_DMABUF)
+		return -EOPNOTSUPP;
+	*why = "empty";
+	if (!n || vu_broken(dev))
+		return -EINVAL;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t gpa = segs[i].gpa, left = segs[i].len;
+
+		/* The last entry may end inside its page (a guest's buffer is
+		 * sized to the frame): the dmabuf takes the whole page, which
+		 * must be guest memory too; the device is told the real length. */
+		if (i == n - 1 && left % page && left <= UINT64_MAX - page)
+			left += page - left % page;
+		if (!left || gpa % page || left % page)
+			return *why = "an entry is empty or not page-aligned", -EINVAL;
+		if (gpa_wraps(gpa, left))
+			return *why = outside, -EFAULT;
+		/* A range may span adjacent regions: one item per region. */
+		while (left) {
+			const struct vu_region *rg = region_of(dev, gpa);
+			uint64_t off, chunk;
+
+			if (!rg)
+				return *why = outside, -EFAULT;
+			off = rg->foff + (gpa - rg->gpa);
+			chunk = rg->size - (gpa - rg->gpa);
+			if (chunk > left)
+				chunk = left;
+			if (off % page || chunk % page)
+				return *why = "a region is not page-aligned in its file", -EINVAL;
+			if ((*why = vu_memfd_unfit(rg->fd)))
+				return -EPERM;
+			if (dmabuf_item_add(items, &count, max, rg, off, chunk))
+				return *why = "too many pieces", -E2BIG;
+			gpa += chunk;
+			left -= chunk;
+		}
+	}
+	*why = NULL;
+	return (int)count;
+}
+
+/* /dev/udmabuf, opened on first use and kept. Guarded by the device lock
+ * (the daemon has one device). */
+static int udmabuf_fd = -1;
+
+int vu_dmabuf_create(struct vu_dev *dev, const struct vu_seg *segs, unsigned n, const char **why)
+{
+	struct udmabuf_create_list *req;
+	int count, fd;
+
+	*why = "too many pieces";
+	if (n > VU_DMABUF_MAX_ITEMS)
+		return -E2BIG;
+	req = malloc(sizeof(*req) + VU_DMABUF_MAX_ITEMS * sizeof(req->list[0]));
+	if (!req)
+		return -ENOMEM;
+	fd = count = vu_dmabuf_items(dev, segs, n, req->list, VU_DMABUF_MAX_ITEMS, why);
+	if (count < 0)
+		goto out_free;
+	/* (ENOENT: a host kernel without CONFIG_UDMABUF) */
+	*why = "/dev/udmabuf";
+	if (udmabuf_fd < 0)
+		udmabuf_fd = open(*why, O_RDWR | O_CLOEXEC);
+	req->flags = UDMABUF_FLAGS_CLOEXEC;
+	req->count = (uint32_t)count;
+	fd = udmabuf_fd < 0 ? -1 : ioctl(udmabuf_fd, UDMABUF_CREATE_LIST, req);
+	if (fd < 0)
+		fd = -errno;
+	else
+		*why = NULL;
+out_free:
+	free(req);
+	return fd;
 }
 
 /* ---- rings -------------------------------------------------------------------- */

@@ -299,6 +299,38 @@ size_t vu_view_len(const struct vu_view *v);	/* the sum of the lengths */
 bool vu_view_valid(const struct vu_view *v);	/* NULL: false */
 void vu_view_free(struct vu_dev *dev, struct vu_view *v);	/* NULL: nothing */
 
+/*
+ * DMABUF over guest memory (CONFIG_VUV_DMABUF; lock held for both).
+ * A list of guest-physical ranges becomes the items of one
+ * UDMABUF_CREATE_LIST request: each range must lie in guest memory, start
+ * and end on a page boundary of its region's file (the last may end inside
+ * its page: the whole page is taken, and must be guest memory), and that
+ * file must be a memfd sealed with F_SEAL_SHRINK and not against writes
+ * (udmabuf's rule). Ranges that follow each other in one file become one
+ * item.
+ *
+ * vu_dmabuf_items fills items[0..max) and returns how many it used, or
+ * -errno with *why saying what was refused (a static string):
+ * -EFAULT outside guest memory or wraps, -EINVAL not page-aligned or empty,
+ * -EPERM the region's file cannot back a udmabuf, -E2BIG more than max
+ * items, -EOPNOTSUPP built without CONFIG_VUV_DMABUF. No /dev/udmabuf is
+ * needed (unit tests).
+ *
+ * vu_dmabuf_create builds the request and asks /dev/udmabuf (opened once,
+ * on first use) for a dmabuf: the fd (O_CLOEXEC, the caller's) or -errno
+ * and *why (-ENOENT: the host kernel has no udmabuf). The dmabuf holds the
+ * pages itself: it stays valid after the memory table changes, so the
+ * caller drops it with the resource (and on SET_MEM_TABLE/REM_MEM_REG).
+ */
+#define VU_DMABUF_MAX_ITEMS 1024u	/* udmabuf's default list_limit */
+struct udmabuf_create_item;
+int vu_dmabuf_items(struct vu_dev *dev, const struct vu_seg *segs, unsigned n,
+		    struct udmabuf_create_item *items, unsigned max, const char **why);
+int vu_dmabuf_create(struct vu_dev *dev, const struct vu_seg *segs, unsigned n,
+		     const char **why);
+/* Why fd (a memory region's file) cannot back a udmabuf, or NULL if it can. */
+const char *vu_memfd_unfit(int fd);
+
 #ifdef VU_TEST_HOOKS
 /* Defined by a test program built with -DVU_TEST_HOOKS (tests/fuzz): told
  * of every used-ring entry (USED: an answer published; MALFORMED: a bad

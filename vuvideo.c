@@ -96,6 +96,7 @@ struct vv_res {
 	struct vu_seg *ent;		/* guest-physical pieces, in order */
 	unsigned nent;
 	struct vu_view *view;		/* all of ent mapped linearly (zero-copy), or NULL */
+	int dmabuf;			/* all of ent as a udmabuf, -1 none yet, -2 refused */
 	int last_vbuf;			/* the V4L2 buffer it had last, -1: none */
 	/* RESOURCE_QUEUE state */
 	bool queued;			/* a chain is parked in .chain */
@@ -582,6 +583,9 @@ static void res_free(struct vv_dev *d, struct vv_res *r)
 {
 	vu_view_free(d->vu, r->view);
 	r->view = NULL;
+	if (r->dmabuf >= 0)
+		close(r->dmabuf);
+	r->dmabuf = -1;
 	free(r->ent);
 	r->ent = NULL;
 	r->nent = 0;
@@ -629,6 +633,9 @@ static void res_view_renew(struct vv_dev *d, struct vv_stream *s, struct vv_res 
 
 	if (!old || vu_view_valid(old))
 		return;
+	if (r->dmabuf >= 0)	/* the driver keeps its own reference */
+		close(r->dmabuf);
+	r->dmabuf = -1;
 	r->view = NULL;
 	res_view(d, s, r);
 	vu_view_free(d->vu, old);
@@ -704,12 +711,71 @@ static bool res_userptr(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
 	return true;
 }
 
-/* DMABUF from guest memory (udmabuf): the hook for that path. Not built
- * here, so a queue asking for it goes on to the next path. */
+/* DMABUF from guest memory (CONFIG_VUV_DMABUF): one udmabuf per resource
+ * over all its entries in order (vu_dmabuf_create), made when its queue
+ * first wants it, dropped with the resource or when its view goes stale
+ * (memory table changed). It holds the same bytes as the view, so the
+ * view's layout checks (res_userptr) decide where the planes go; vb2 puts
+ * a DMABUF plane at the start of its dmabuf, so only layouts with every
+ * V4L2 plane at offset 0 qualify (one memory plane, data at the start).
+ * A DMABUF queue has no bounce memory: a resource that cannot be a dmabuf
+ * is answered with an error, which is why the queue only takes this path
+ * when every resource it has can. */
+static int res_dmabuf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r)
+{
+	const char *why = "";
+	int fd;
+
+	if (r->dmabuf != -1)
+		return r->dmabuf;
+	fd = vu_dmabuf_create(d->vu, r->ent, r->nent, &why);
+	if (fd < 0)
+		vu_log(VU_DEBUG, "stream %u: resource %u: no dmabuf: %s (%s)", s->id, r->id,
+		       why, strerror(-fd));
+	r->dmabuf = fd < 0 ? -2 : fd;
+	return r->dmabuf;
+}
+
+/* The dmabufs that let the codec use resource r as its V4L2 buffer on queue
+ * mq: true and b->dmabuf, b->length set, or false. */
+static bool res_dmabuf_buf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
+			   enum m2m_queue mq, struct m2m_buf *b)
+{
+	uintptr_t base;
+
+	if (!CONFIG_VUV_DMABUF || !res_userptr(d, s, r, mq, b) || res_dmabuf(d, s, r) < 0)
+		return false;
+	base = (uintptr_t)vu_view_addr(r->view);
+	for (unsigned p = 0; p < s->m2m.num_planes[mq]; p++) {
+		if (b->userptr[p] != base)
+			return false;
+		b->dmabuf[p] = r->dmabuf;
+	}
+	memset(b->userptr, 0, sizeof(b->userptr));
+	return true;
+}
+
 static bool dmabuf_possible(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq)
 {
-	(void)d, (void)s, (void)mq;
-	return false;
+	struct vv_queue *q = &s->q[mq];
+
+	for (unsigned i = 0; CONFIG_VUV_DMABUF && i < q->nres; i++) {
+		struct m2m_buf b = { 0 };
+
+		if (!res_dmabuf_buf(d, s, &q->res[i], mq, &b))
+			return false;
+	}
+	return CONFIG_VUV_DMABUF && q->nres > 0;
+}
+
+/* Resource r as the codec's buffer itself on queue mq, by the queue's memory
+ * (USERPTR: its view; DMABUF: its dmabuf): true and b set, or false: copy. */
+static bool res_zc(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, enum m2m_queue mq,
+		   struct m2m_buf *b)
+{
+	if (s->m2m.mem[mq] == M2M_MEM_DMABUF)
+		return res_dmabuf_buf(d, s, r, mq, b);
+	return s->m2m.mem[mq] == M2M_MEM_USERPTR && res_userptr(d, s, r, mq, b);
 }
 
 /* Every resource of the queue can be the codec's buffer as it is. */
@@ -748,8 +814,9 @@ static void choose_memory(struct vv_dev *d, struct vv_stream *s, enum m2m_queue 
 		*why = "--memory=dmabuf";
 	} else if (d->memory != VV_MEM_AUTO) {
 		*m = M2M_MEM_USERPTR;
-		*why = d->memory == VV_MEM_DMABUF ? "--memory=dmabuf, not built: the next path"
-						  : "--memory=userptr";
+		*why = d->memory != VV_MEM_DMABUF ? "--memory=userptr" :
+		       CONFIG_VUV_DMABUF ? "--memory=dmabuf, not for every resource: the next path" :
+		       "--memory=dmabuf, not built: the next path";
 	} else if (!(caps & V4L2_BUF_CAP_SUPPORTS_USERPTR)) {
 		*why = "the driver offers no USERPTR";
 		if ((caps & V4L2_BUF_CAP_SUPPORTS_DMABUF) && dmabuf_possible(d, s, mq)) {
@@ -1019,11 +1086,12 @@ static void dec_feed_src(struct vv_dev *d, struct vv_stream *s)
 		uint32_t n = r->bytes - r->fed;
 		struct m2m_buf b = { .index = (uint32_t)vb, .timestamp = r->timestamp };
 		/* zero-copy: the whole guest buffer is one V4L2 buffer */
-		bool zc = s->m2m.mem[M2M_SRC] == M2M_MEM_USERPTR && !r->fed &&
-			  res_userptr(d, s, r, M2M_SRC, &b) && b.length[0] >= n;
+		bool zc = !r->fed && res_zc(d, s, r, M2M_SRC, &b) && b.length[0] >= n;
 		int ret = 0;
 
-		if (!zc) {
+		if (!zc && s->m2m.mem[M2M_SRC] == M2M_MEM_DMABUF) {
+			ret = -ENOTSUP;	/* no bounce memory */
+		} else if (!zc) {
 			memset(b.userptr, 0, sizeof(b.userptr));
 			if (n > m->length)
 				n = (uint32_t)m->length;
@@ -1066,9 +1134,10 @@ static void enc_feed_src(struct vv_dev *d, struct vv_stream *s)
 		struct m2m_buf b = { .index = (uint32_t)vb, .timestamp = r->timestamp };
 		long ret = 0;
 
-		q->vbuf_zc[vb] = s->m2m.mem[M2M_SRC] == M2M_MEM_USERPTR &&
-				 res_userptr(d, s, r, M2M_SRC, &b);
-		if (!q->vbuf_zc[vb]) {
+		q->vbuf_zc[vb] = res_zc(d, s, r, M2M_SRC, &b);
+		if (!q->vbuf_zc[vb] && s->m2m.mem[M2M_SRC] == M2M_MEM_DMABUF) {
+			ret = -ENOTSUP;	/* no bounce memory */
+		} else if (!q->vbuf_zc[vb]) {
 			memset(b.userptr, 0, sizeof(b.userptr));
 			ret = copy_frame(d, s, r, M2M_SRC, (unsigned)vb, false);
 		}
@@ -1128,11 +1197,11 @@ static void feed_dst(struct vv_dev *d, struct vv_stream *s)
 		if (waiting == 1 && q->in_driver > 0)
 			return;		/* keep one back */
 		b.index = (uint32_t)vb;
-		q->vbuf_zc[vb] = s->m2m.mem[M2M_DST] == M2M_MEM_USERPTR &&
-				 res_userptr(d, s, r, M2M_DST, &b);
+		q->vbuf_zc[vb] = res_zc(d, s, r, M2M_DST, &b);
 		if (!q->vbuf_zc[vb])
 			memset(b.userptr, 0, sizeof(b.userptr));
-		ret = m2m_qbuf(&s->m2m, M2M_DST, &b);
+		ret = q->vbuf_zc[vb] || s->m2m.mem[M2M_DST] != M2M_MEM_DMABUF ?
+		      m2m_qbuf(&s->m2m, M2M_DST, &b) : -ENOTSUP;
 		if (ret) {
 			vu_log(VU_WARN, "stream %u: QBUF capture: %s", s->id, strerror(-ret));
 			res_done(d, s, r, true, 0, VIRTIO_VIDEO_BUFFER_FLAG_ERR, 0);
@@ -2079,6 +2148,7 @@ static int cmd_resource_create(struct vv_dev *d, struct vv_req *q, struct vu_cha
 	r->id = q->u.rc.id;
 	r->vbuf = -1;
 	r->last_vbuf = -1;
+	r->dmabuf = -1;
 	r->layout = q->u.rc.layout;
 	r->num_planes = q->u.rc.num_planes;
 	memcpy(r->plane_offsets, q->u.rc.plane_offsets, sizeof(r->plane_offsets));

@@ -1,6 +1,6 @@
 #!/usr/bin/awk -f
 # A tiny reader for the subset of Kconfig this project uses (config, bool,
-# int, default, range), so that configuring and building need no Kconfig tool.
+# int, default, range, `depends on` one earlier bool), so that configuring and building need no Kconfig tool.
 #
 #   awk -v mode=config -f kconfig.awk Kconfig .config   -> full .config
 #   awk -v mode=header -f kconfig.awk Kconfig .config   -> config.h
@@ -46,7 +46,10 @@ FNR == NR {
 		type[cur] = "int"
 	else if (line ~ /^default[ \t]/)
 		def[cur] = trim(substr(line, 8))
-	else if (line ~ /^range[ \t]/) {
+	else if (line ~ /^depends[ \t]+on[ \t]+[A-Za-z0-9_]+$/) {
+		dep[cur] = line
+		sub(/^depends[ \t]+on[ \t]+/, "", dep[cur])
+	} else if (line ~ /^range[ \t]/) {
 		split(trim(substr(line, 6)), r, /[ \t]+/)
 		lo[cur] = r[1] + 0
 		hi[cur] = r[2] + 0
@@ -95,6 +98,11 @@ END {
 	for (i = 1; i <= nsym; i++)
 		if (!(order[i] in val))
 			val[order[i]] = def[order[i]]
+	for (i = 1; i <= nsym; i++)
+		if (order[i] in dep && val[dep[order[i]]] != "y") {
+			val[order[i]] = "n"
+			forced[order[i]] = 1
+		}
 	if (val["VUV_DECODER"] == "n" && val["VUV_ENCODER"] == "n")
 		fail("at least one of CONFIG_VUV_DECODER and CONFIG_VUV_ENCODER must be y")
 	if (err)
@@ -116,7 +124,7 @@ END {
 		print "# vhost-user-video configuration"
 		for (i = 1; i <= nsym; i++) {
 			s = order[i]
-			if (mode == "save" && val[s] == def[s])
+			if (mode == "save" && (val[s] == def[s] || s in forced))
 				continue
 			if (type[s] == "bool" && val[s] == "n")
 				print "# CONFIG_" s " is not set"

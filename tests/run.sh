@@ -125,6 +125,8 @@ run_prog "unit: vhost-user engine" $B/tests/test_vu
 run_prog "unit: vhost-user engine (ASan+UBSan)" $B/asan/tests/test_vu
 run_prog "unit: vhost-user engine (valgrind)" \
 	valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite $B/tests/test_vu
+run_prog "unit: vhost-user engine with CONFIG_VUV_DMABUF" build/dma/tests/test_vu
+run_prog "unit: vhost-user engine with CONFIG_VUV_DMABUF (ASan+UBSan)" build/dma/asan/tests/test_vu
 
 # The device model on the fake codec: the plain daemon, the ASan+UBSan
 # daemon, and the plain daemon under valgrind.

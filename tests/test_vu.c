@@ -20,9 +20,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <linux/udmabuf.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
 
+#include "config.h"
 #include "tharness.h"
 #include "vu.h"
 
@@ -731,6 +733,277 @@ static bool case_add_rem_mem_reg(void)
 	      "removing an unknown region");
 	CHECK(mem_reg(VHOST_USER_ADD_MEM_REG, region(GPA_C, MB, UVA_C, OFF_C), -1) == -EPROTO,
 	      "ADD_MEM_REG without fd");
+	return true;
+}
+
+/* ---- DMABUF over guest memory -------------------------------------------- */
+
+#define PG 4096u		/* also the view cases below */
+
+/* Guest memory in a memfd that allows sealing, with seals added, in place
+ * of t_open's unsealable one. */
+static bool use_sealed_memfd(unsigned seals)
+{
+	int fd = memfd_create("guest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0 || ftruncate(fd, MEM_SIZE) || (seals && fcntl(fd, F_ADD_SEALS, seals))) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	munmap(T.mem, MEM_SIZE);
+	close(T.memfd);
+	T.memfd = fd;
+	T.mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, T.memfd, 0);
+	return T.mem != MAP_FAILED;
+}
+
+/* A, B by SET_MEM_TABLE and C (right after B) by ADD_MEM_REG, sealed. */
+static bool dmabuf_setup(void)
+{
+	return t_open() && use_sealed_memfd(F_SEAL_SHRINK) && mem_table_ab() == 0 &&
+	       mem_reg(VHOST_USER_ADD_MEM_REG, region(GPA_C, MB, UVA_C, OFF_C), T.memfd) == 0;
+}
+
+static int items(const struct vu_seg *segs, unsigned n, struct udmabuf_create_item *it,
+		 unsigned max, const char **reason)
+{
+	int r;
+
+	vu_lock(T.dev);
+	r = vu_dmabuf_items(T.dev, segs, n, it, max, reason);
+	vu_unlock(T.dev);
+	return r;
+}
+
+/* The item names T.memfd's file at [off, off + size). */
+static bool item_is(const struct udmabuf_create_item *it, uint64_t off, uint64_t size)
+{
+	struct stat a, b;
+
+	return fstat((int)it->memfd, &a) == 0 && fstat(T.memfd, &b) == 0 &&
+	       a.st_ino == b.st_ino && a.st_dev == b.st_dev && it->offset == off &&
+	       it->size == size && !it->__pad;
+}
+
+static int count_fds(void)
+{
+	char path[64];
+	int n = 0;
+
+	for (int fd = 0; fd < 1024; fd++) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n += access(path, F_OK) == 0;
+	}
+	return n;
+}
+
+/* Without CONFIG_VUV_DMABUF (the default build) both refuse, cleanly. The
+ * cases below run in full in build/dma (configs/dmabuf_defconfig). */
+static bool dmabuf_not_built(void)
+{
+	const struct vu_seg seg = { GPA_A, PG };
+	struct udmabuf_create_item it[1];
+	const char *reason;
+	int r;
+
+	CHECK(dmabuf_setup(), "setup");
+	CHECK(items(&seg, 1, it, 1, &reason) == -EOPNOTSUPP && strstr(reason, "not built"),
+	      "items: '%s'", reason ? reason : "");
+	vu_lock(T.dev);
+	r = vu_dmabuf_create(T.dev, &seg, 1, &reason);
+	vu_unlock(T.dev);
+	CHECK(r == -EOPNOTSUPP, "create: %d", r);
+	return true;
+}
+
+static bool case_dmabuf_items_scattered(void)
+{
+	/* Out of order, adjacent, within one region, across B and C. */
+	const struct vu_seg segs[] = {
+		{ GPA_A + 3 * PG, 2 * PG }, { GPA_A + 5 * PG, PG },	/* merge: A 3..6 */
+		{ GPA_B + 16 * PG, PG },				/* B */
+		{ GPA_A + PG, PG },					/* back to A */
+		{ GPA_C - PG, 3 * PG },					/* B's last, C's first two */
+		{ GPA_C + 2 * PG, PG },					/* merges with C */
+	};
+	struct udmabuf_create_item it[8];
+	const char *reason;
+	int n;
+
+	if (!CONFIG_VUV_DMABUF)
+		return dmabuf_not_built();
+
+	CHECK(dmabuf_setup(), "setup");
+	n = items(segs, 6, it, 8, &reason);
+	CHECK(n == 5, "%d items (%s)", n, reason ? reason : "");
+	CHECK(item_is(&it[0], OFF_A + 3 * PG, 3 * PG), "A 3..6: %llu+%llu",
+	      (unsigned long long)it[0].offset, (unsigned long long)it[0].size);
+	CHECK(item_is(&it[1], OFF_B + 16 * PG, PG), "B");
+	CHECK(item_is(&it[2], OFF_A + PG, PG), "A 1");
+	CHECK(item_is(&it[3], OFF_B + MB - PG, PG), "B's last page");
+	CHECK(item_is(&it[4], OFF_C, 3 * PG), "C's first pages");
+	CHECK(it[3].memfd != it[4].memfd, "B and C are separate regions with their own fds");
+	CHECK(items(segs, 6, it, 4, &reason) == -E2BIG && reason, "5 items in 4");
+	CHECK(items(segs, 0, it, 8, &reason) == -EINVAL, "no entries");
+	return true;
+}
+
+static bool case_dmabuf_items_refused(void)
+{
+	struct udmabuf_create_item it[4];
+	const char *reason;
+	struct {
+		struct vu_seg seg;
+		int err;
+		const char *reason;
+	} bad[] = {
+		{ { GPA_A + 0x100, PG }, -EINVAL, "page-aligned" },
+		{ { GPA_A, 0 }, -EINVAL, "empty" },
+		{ { GPA_A + MB, PG }, -EFAULT, "outside" },		/* the hole after A */
+		{ { GPA_A + MB - PG, 2 * PG }, -EFAULT, "outside" },	/* runs into it */
+		{ { GPA_A - PG, PG }, -EFAULT, "outside" },
+		{ { GPA_C + MB - PG, 2 * PG }, -EFAULT, "outside" },	/* past C */
+		{ { 0xfffffffffffff000ull, 2 * PG }, -EFAULT, "outside" },	/* wraps */
+	};
+
+	if (!CONFIG_VUV_DMABUF)
+		return dmabuf_not_built();
+
+	CHECK(dmabuf_setup(), "setup");
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int r = items(&bad[i].seg, 1, it, 4, &reason);
+
+		CHECK(r == bad[i].err && reason && strstr(reason, bad[i].reason),
+		      "entry %u: %d '%s'", i, r, reason ? reason : "");
+	}
+	/* Only the last entry may end inside a page: it is rounded up, if the
+	 * rest of the page is guest memory. */
+	{
+		const struct vu_seg mid[] = { { GPA_A, PG + 0x800 }, { GPA_A + 4 * PG, PG } };
+		const struct vu_seg last[] = { { GPA_A + 4 * PG, PG }, { GPA_A, PG + 0x800 } };
+		const struct vu_seg edge = { GPA_C + MB - PG, 0x800 };
+		const struct vu_seg past = { GPA_A + MB - PG, PG + 0x10 };
+
+		CHECK(items(mid, 2, it, 4, &reason) == -EINVAL, "unaligned middle entry");
+		CHECK(items(last, 2, it, 4, &reason) == 2 && item_is(&it[1], OFF_A, 2 * PG),
+		      "unaligned last entry: '%s'", reason ? reason : "");
+		CHECK(items(&edge, 1, it, 4, &reason) == 1 && item_is(&it[0], OFF_C + MB - PG, PG),
+		      "last page of guest memory");
+		CHECK(items(&past, 1, it, 4, &reason) == -EFAULT, "rounded up into the hole");
+	}
+	/* A region that starts mid-page in its file cannot be handed over. */
+	{
+		struct vhost_user_mem_region rg = region(GPA_A, MB - PG, UVA_A, OFF_A + 0x800);
+		const struct vu_seg seg = { GPA_A, PG };
+
+		CHECK(mem_table(&rg, 1) == 0, "SET_MEM_TABLE");
+		CHECK(items(&seg, 1, it, 4, &reason) == -EINVAL && strstr(reason, "region"),
+		      "unaligned region: '%s'", reason ? reason : "");
+	}
+	return true;
+}
+
+static bool case_dmabuf_seals(void)
+{
+	struct udmabuf_create_item it[2];
+	const struct vu_seg seg = { GPA_A, PG };
+	const char *reason;
+	int efd, fd;
+
+	if (!CONFIG_VUV_DMABUF)
+		return dmabuf_not_built();
+
+	/* t_open's memfd cannot be sealed at all (QEMU memory-backend-file
+	 * on /dev/shm looks the same: a tmpfs file with F_SEAL_SEAL). */
+	CHECK(t_open() && mem_table_ab() == 0, "setup");
+	CHECK(items(&seg, 1, it, 2, &reason) == -EPERM && strstr(reason, "F_SEAL_SHRINK"),
+	      "unsealable: '%s'", reason ? reason : "");
+	vu_lock(T.dev);
+	CHECK(vu_dmabuf_create(T.dev, &seg, 1, &reason) == -EPERM, "create over an unsealed memfd");
+	vu_unlock(T.dev);
+	/* Sealable, not sealed (memory-backend-memfd,seal=off). */
+	CHECK(use_sealed_memfd(0) && mem_table_ab() == 0, "sealable");
+	CHECK(items(&seg, 1, it, 2, &reason) == -EPERM && strstr(reason, "F_SEAL_SHRINK"),
+	      "not sealed: '%s'", reason ? reason : "");
+	/* Growing is fine; shrinking is what udmabuf forbids. */
+	CHECK(use_sealed_memfd(F_SEAL_SHRINK | F_SEAL_GROW) && mem_table_ab() == 0, "sealed");
+	CHECK(items(&seg, 1, it, 2, &reason) == 1 && !reason, "sealed: '%s'", reason ? reason : "");
+	/* Write seals: the daemon could not even map such a region. */
+	fd = memfd_create("ro", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	CHECK(fd >= 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_WRITE) == 0, "memfd");
+	reason = vu_memfd_unfit(fd);
+	close(fd);
+	CHECK(reason && strstr(reason, "against writes"), "F_SEAL_WRITE: '%s'", reason ? reason : "");
+	efd = eventfd(0, EFD_CLOEXEC);
+	reason = vu_memfd_unfit(efd);
+	close(efd);
+	CHECK(reason && strstr(reason, "not a memfd"), "eventfd: '%s'", reason ? reason : "");
+	CHECK(vu_memfd_unfit(-1), "no fd");
+	return true;
+}
+
+/* On a host without udmabuf, creation fails cleanly (the caller falls back);
+ * with it (the VM suite's newer kernel), the dmabuf shows the guest's pages
+ * in entry order. */
+static bool case_dmabuf_create(void)
+{
+	const struct vu_seg segs[] = { { GPA_B + 4 * PG, PG }, { GPA_A + 2 * PG, 2 * PG },
+				       { GPA_C - PG, 2 * PG } };
+	const char *reason = NULL;
+	int base, fd;
+
+	if (!CONFIG_VUV_DMABUF)
+		return dmabuf_not_built();
+
+	base = count_fds();
+	CHECK(dmabuf_setup(), "setup");
+	memset(gp(GPA_B + 4 * PG), 'b', PG);
+	memset(gp(GPA_A + 2 * PG), 'a', 2 * PG);
+	memset(gp(GPA_C - PG), 'B', PG);
+	memset(gp(GPA_C), 'c', PG);
+	vu_lock(T.dev);
+	fd = vu_dmabuf_create(T.dev, segs, 3, &reason);
+	vu_unlock(T.dev);
+	if (access("/dev/udmabuf", F_OK) && errno == ENOENT) {
+		CHECK(fd == -ENOENT && reason && strstr(reason, "/dev/udmabuf"), "%d '%s'", fd,
+		      reason ? reason : "");
+	} else {
+		uint8_t *p;
+
+		CHECK(fd >= 0, "UDMABUF_CREATE_LIST: %s (%s)", strerror(-fd), reason ? reason : "");
+		CHECK(fcntl(fd, F_GETFD) == FD_CLOEXEC, "dmabuf without O_CLOEXEC");
+		p = mmap(NULL, 5 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		CHECK(p != MAP_FAILED, "mmap dmabuf: %s", strerror(errno));
+		CHECK(p[0] == 'b' && p[PG - 1] == 'b' && p[PG] == 'a' && p[3 * PG - 1] == 'a' &&
+		      p[3 * PG] == 'B' && p[4 * PG] == 'c' && p[5 * PG - 1] == 'c',
+		      "dmabuf content");
+		/* Both ways: the device's writes land in guest memory. */
+		memcpy(p + PG, "from the codec", 14);
+		munmap(p, 5 * PG);
+		CHECK(!memcmp(gp(GPA_A + 2 * PG), "from the codec", 14), "write-through");
+		close(fd);
+	}
+	t_close();
+	/* /dev/udmabuf stays open once opened: one fd at most. */
+	CHECK(count_fds() - base <= 1, "fds %d before, %d after", base, count_fds());
+	return true;
+}
+
+/* Every region's kept file goes with its region. */
+static bool case_dmabuf_no_fd_leak(void)
+{
+	int base = count_fds(), open_now;
+
+	CHECK(dmabuf_setup(), "setup");
+	open_now = count_fds();
+	CHECK(mem_reg(VHOST_USER_REM_MEM_REG, region(GPA_C, MB, UVA_C, OFF_C), -1) >= 0 &&
+	      count_fds() == open_now - CONFIG_VUV_ZERO_COPY, "REM_MEM_REG");
+	CHECK(mem_table_ab() == 0 && count_fds() == open_now - CONFIG_VUV_ZERO_COPY,
+	      "SET_MEM_TABLE again");
+	vu_disconnect(T.dev);
+	t_close();
+	CHECK(count_fds() == base, "fds %d before, %d after", base, count_fds());
 	return true;
 }
 
@@ -1910,7 +2183,6 @@ static bool case_run_sigbus(void)
 
 /* ---- linear views ---------------------------------------------------------- */
 
-#define PG 4096u
 
 static unsigned count_dir(const char *path)
 {
@@ -2179,7 +2451,8 @@ int main(void)
 #define C(n) { #n, case_##n }
 		C(log_format), C(log_rate_limit), C(listen), C(features), C(protocol_features), C(qemu_handshake),
 		C(enable_semantics), C(get_config), C(reply_ack), C(mem_table),
-		C(add_rem_mem_reg),
+		C(add_rem_mem_reg), C(dmabuf_items_scattered), C(dmabuf_items_refused),
+		C(dmabuf_seals), C(dmabuf_create), C(dmabuf_no_fd_leak),
 		C(msg_hangup), C(msg_short_header), C(msg_hangup_mid_payload),
 		C(msg_split_delivery), C(msg_bad_size), C(msg_bad_version),
 		C(fds_surplus_closed), C(fds_wrong_count), C(fds_too_many), C(mem_table_count),

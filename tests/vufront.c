@@ -193,6 +193,7 @@ void vuf_opts_default(struct vuf_opts *o)
 	o->queue_size = 256;
 	o->event_idx = true;
 	o->region_size[0] = 64 * MIB;
+	o->sealed = getenv("VUV_FRONT_SEAL") && !strcmp(getenv("VUV_FRONT_SEAL"), "1");
 	o->region_size[1] = 64 * MIB;
 	o->n_events = 16;
 	o->connect_timeout_ms = 5000;
@@ -200,13 +201,14 @@ void vuf_opts_default(struct vuf_opts *o)
 	o->cmd_timeout_ms = VUF_CMD_TIMEOUT_MS;
 }
 
-static int new_memfd(size_t size)
+static int new_memfd(size_t size, bool sealed)
 {
-	int fd = memfd_create("vufront-guest", MFD_CLOEXEC);
+	int fd = memfd_create("vufront-guest", MFD_CLOEXEC | (sealed ? MFD_ALLOW_SEALING : 0));
 
 	if (fd < 0)
 		return -errno;
-	if (ftruncate(fd, (off_t)size) < 0) {
+	if (ftruncate(fd, (off_t)size) < 0 ||
+	    (sealed && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)) {
 		int e = -errno;
 
 		close(fd);
@@ -230,7 +232,7 @@ static int mem_setup(struct vuf *v)
 	if (!s0 || !s1 || s0 % VUF_PAGE || s1 % VUF_PAGE || s1 > VUF_REGION0_GPA - VUF_REGION1_GPA - VUF_PAGE)
 		return vuf_fail(v, -EINVAL, "bad region sizes %zu, %zu", s0, s1);
 	if (!v->opts.separate_memfds) {
-		int fd = new_memfd(s0 + s1);
+		int fd = new_memfd(s0 + s1, v->opts.sealed);
 		uint8_t *base;
 
 		if (fd < 0)
@@ -245,7 +247,7 @@ static int mem_setup(struct vuf *v)
 		return 0;
 	}
 	for (int i = 0; i < VUF_NREGIONS; i++) {
-		int fd = new_memfd(sz[i]);
+		int fd = new_memfd(sz[i], v->opts.sealed);
 		uint8_t *va;
 
 		if (fd < 0)

@@ -60,6 +60,9 @@ struct vuf_opts {
 	bool separate_memfds;		/* one memfd per region (default: one shared memfd
 					 * with per-region mmap_offset, as QEMU does) */
 	bool no_reply_ack;		/* do not negotiate REPLY_ACK */
+	bool sealed;			/* seal the memfds against shrinking and growing,
+					 * as QEMU memory-backend-memfd does (udmabuf needs
+					 * it); default: VUV_FRONT_SEAL=1 in the environment */
 	size_t region_size[VUF_NREGIONS]; /* default 64 MiB each, multiple of 4 KiB */
 	unsigned n_events;		/* eventq buffers kept posted; default 16 */
 	int connect_timeout_ms;		/* retry connect() this long; default 5000 */
