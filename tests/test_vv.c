@@ -870,7 +870,7 @@ static int check_frame(struct vuf *v, const struct vuf_sglist *out, const struct
  * on with the next input and output buffers: every frame exact, every
  * chain answered once. Clearing the input makes the codec mark the next
  * capture buffer LAST (v4l2_m2m_update_stop_streaming_state). */
-static int clear_during_drain(uint32_t clear_q)
+static int clear_during_drain(uint32_t clear_q, bool complete)
 {
 	enum { NIN = 6, NOUT = 6, SID = 6 };
 	struct vuf *v = open_front(NULL);
@@ -935,10 +935,21 @@ static int clear_during_drain(uint32_t clear_q)
 	/* the drain's STOP goes to the codec at once (every input is in it);
 	 * its LAST buffer waits for a capture buffer, which the clear precedes */
 	EXPECT(vuf_stream_drain_submit(v, SID, &tdrain), 0, "STREAM_DRAIN");
+	if (complete) {
+		/* variant: the clear after the drain's end (LAST, EOS, answer) */
+		EXPECT(vuf_resource_queue(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10, 0, 0, NULL,
+					  &tout[0]), 0, "queue");
+		EXPECT(vuf_resource_queue_wait(v, tout[0], &rr, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "the EOS buffer");
+		CHECK(rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS, "no EOS (flags 0x%x)", rr.flags);
+		EXPECT(vuf_wait_type(v, tdrain, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DRAIN");
+	}
 	EXPECT(vuf_queue_clear(v, SID, clear_q, VUF_CMD_TIMEOUT_MS), VIRTIO_VIDEO_RESP_OK_NODATA,
 	       "QUEUE_CLEAR");
-	EXPECT(vuf_wait_type(v, tdrain, NULL, 0, 8, VUF_CMD_TIMEOUT_MS), VIRTIO_VIDEO_RESP_OK_NODATA,
-	       "STREAM_DRAIN");
+	if (!complete)
+		EXPECT(vuf_wait_type(v, tdrain, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DRAIN");
 	/* decoding goes on: frames 3-5 into outputs 3-5 */
 	for (unsigned i = 3; i < NOUT; i++)
 		EXPECT(vuf_resource_queue(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL,
@@ -975,12 +986,17 @@ static int clear_during_drain(uint32_t clear_q)
 
 static int t_dec_clear_input_during_drain(void)
 {
-	return clear_during_drain(VIRTIO_VIDEO_QUEUE_TYPE_INPUT);
+	return clear_during_drain(VIRTIO_VIDEO_QUEUE_TYPE_INPUT, false);
+}
+
+static int t_dec_clear_input_after_drain(void)
+{
+	return clear_during_drain(VIRTIO_VIDEO_QUEUE_TYPE_INPUT, true);
 }
 
 static int t_dec_clear_output_during_drain(void)
 {
-	return clear_during_drain(VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT);
+	return clear_during_drain(VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, false);
 }
 
 /* ---- faults ---------------------------------------------------------------------- */
@@ -1646,6 +1662,8 @@ static const struct tcase dec_cases[] = {
 	  t_dec_clear_input_during_drain, false },
 	{ "QUEUE_CLEAR of the output during a drain: decoding goes on, every frame exact",
 	  t_dec_clear_output_during_drain, false },
+	{ "QUEUE_CLEAR of the input after a drain: decoding goes on, every frame exact",
+	  t_dec_clear_input_after_drain, false },
 	{ "fault: the device goes away mid-stream (ENODEV)", t_fault_enodev, false },
 	{ "fault: a capture buffer with V4L2_BUF_FLAG_ERROR", t_fault_error_flag, false },
 	{ "fault: EIO on QBUF of a bitstream buffer", t_fault_eio_qbuf, false },
