@@ -265,6 +265,18 @@ check-guest:
 	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(B)/tests/vuvideo-front
 	$(Q)tests/guest/guest.sh check
 
+# The decoder and encoder e2e tests on Arm: the static aarch64 daemon and
+# aarch64 test programs on vicodec in an arm64 VM (qemu-system-aarch64, TCG;
+# tests/vm/vm-arm64.sh, doc/arm-vm.md), single- and multi-planar.
+ARM_B := build/arm64
+ARM_PROGS := $(ARM_B)/vhost-user-video $(ARM_B)/tests/e2e_dec $(ARM_B)/tests/e2e_enc $(ARM_B)/tests/vuvideo-front
+arm64-tests:
+	$(Q)$(MAKE) --no-print-directory B=$(ARM_B) CROSS_COMPILE=aarch64-linux-musl- $(ARM_PROGS)
+check-arm:
+	$(Q)tests/vm/vm-arm64.sh setup
+	$(Q)$(MAKE) --no-print-directory arm64-tests
+	$(Q)tests/vm/vm-arm64.sh check
+
 # Unit tests only (no VM), for quick iterations.
 check-unit:
 	$(Q)$(MAKE) --no-print-directory tests tests-asan
@@ -378,6 +390,7 @@ help:
 	@echo "  check          install test deps (root), build, run unit + sanitizer + VM tests"
 	@echo "  check-unit     unit tests only, no VM"
 	@echo "  check-guest    the real Linux guest driver through QEMU (../shared/guest-driver/)"
+	@echo "  check-arm      e2e decoder + encoder tests with the aarch64 daemon in an arm64 vicodec VM (TCG)"
 	@echo "  demo           decode a clip through the daemon on vicodec in the test VM"
 	@echo "  bench          decode throughput through the daemon vs v4l2-ctl directly"
 	@echo "  fuzz           libFuzzer on each target for FUZZ_SECONDS=$(FUZZ_SECONDS) (clang)"
@@ -396,7 +409,7 @@ help:
 	@echo "  savedefconfig  write the options that differ from the defaults to ./defconfig"
 	@echo "  menuconfig     interactive (kconfig-mconf or python3 -m menuconfig)"
 
-.PHONY: FORCE all tests trimmed tests-asan check check-unit check-guest demo bench fuzz \
+.PHONY: FORCE all tests trimmed tests-asan check check-unit check-guest check-arm arm64-tests demo bench fuzz \
 	fuzz-seeds size defconfig olddefconfig savedefconfig menuconfig install install-qemu-json \
 	install-sysv install-systemd install-strip uninstall clean distclean help
 

@@ -62,6 +62,10 @@ fi
 
 if [ "${VUV_NO_VM:-0}" != 1 ]; then
 	tests/vm/vm.sh setup
+	# the arm64 VM (tests/run.sh runs it in CI or with VUV_ARM=640|1)
+	if { [ "${CI:-}" = true ] && [ "${VUV_ARM:-640}" != 0 ]; } || [ "${VUV_ARM:-0}" != 0 ]; then
+		tests/vm/vm-arm64.sh setup
+	fi
 	# the guest-driver suite: QEMU's runtime libraries, the driver build
 	if [ -d ../shared/guest-driver ]; then
 		tests/guest/guest.sh setup

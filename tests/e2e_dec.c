@@ -844,6 +844,223 @@ out:
 	return r;
 }
 
+/* ---- a codec that returns errors ------------------------------------------------- */
+
+/*
+ * Corrupt FWHT after a good start: the 30-frame 640x480 clip "vga" (GOP 10:
+ * I-frames 0, 10, 20) with one kind of damage each, sent one frame per guest
+ * buffer as the clip's own frame boundaries say. What vicodec (Linux 6.1)
+ * does with each, measured with v4l2-ctl directly on the decoder (the whole
+ * stream in one OUTPUT buffer; single-planar twice, identical; the same
+ * frame counts multi-planar):
+ *
+ *  - cgarble: frame 5's payload replaced by noise. The same for zeros, 0xff
+ *    or 16 flipped bytes: the FWHT decoder rejects the frame and returns its
+ *    CAPTURE buffer with V4L2_BUF_FLAG_ERROR and bytesused 0 (v4l2-ctl
+ *    writes nothing for it); frames 6-8 (P-frames on the
+ *    broken reference) come out different from the clean decode, frame 9 on
+ *    equal again: 29 frames, 1 error.
+ *  - ctrunc: frame 5 cut to half its payload, its header unchanged. vicodec
+ *    takes the header's size and eats the start of frame 6 as the rest: an
+ *    error for frame 5, frame 6 is lost (its header was eaten; the parser
+ *    finds frame 7's start code): 28 frames, 1 error.
+ *  - csmall: from frame 15 on the headers say 320x240 (vicodec decodes
+ *    640x360 up to 4096x2160): no second SOURCE_CHANGE, every such frame an
+ *    ERROR buffer: 15 frames, 15 errors. (Headers saying 1280x720, which
+ *    vicodec supports, over the 640x480 data: a second SOURCE_CHANGE and a
+ *    LAST buffer after frame 14, then every frame fails: 15 frames.)
+ *  - chuge: frame 5's header says a payload of 2^31-1 bytes. vicodec fails
+ *    that frame and frames 6-9 are lost (it takes a bounded amount of data
+ *    for the frame, here more than 4 coded frames, and finds the next start
+ *    code after it): 25 frames, 1 error.
+ *  - (a last frame cut short just ends the stream: 29 frames, no error; a
+ *    version 0 header fails its frame like cgarble, with a kernel log line.)
+ *
+ * The OUTPUT (bitstream) buffer that held the failed frame comes back with
+ * the ERROR flag too (through the daemon, one frame per buffer: exactly one
+ * per failed frame). No case makes vicodec stop the stream.
+ *
+ * Through the daemon each must end (no hang: the guest decoder gives up after
+ * 30 s without progress), with FLAG_ERR on as many output buffers, and on
+ * the bitstream buffers that held those frames, as vicodec failed frames; no
+ * ERROR event (the codec did not stop the stream, so neither may the
+ * daemon); the good frames byte-exact as v4l2-ctl got them; then the
+ * next stream on the same connection (and after the last kind, a new
+ * connection) decodes the clean clip byte-exact.
+ */
+struct corrupt {
+	const char *name;
+	unsigned frames;		/* what the direct decode gives (measured) */
+	unsigned errors;		/* frames vicodec fails (measured) */
+};
+
+static const struct corrupt corrupts[] = {
+	{ "cgarble", 29, 1 }, { "ctrunc", 28, 1 }, { "csmall", 15, 15 }, { "chuge", 25, 1 },
+};
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+/* The damaged copy of clip c (frame boundaries kept) into o. */
+static int corrupt_clip(const struct vvdec_clip *c, const char *name, struct vvdec_clip *o)
+{
+	uint32_t rnd = 7;
+
+	if (c->nframes != 30)
+		return failf("the vga clip has %u frames, not 30", c->nframes);
+	memset(o, 0, sizeof(*o));
+	o->data = malloc(c->len);
+	o->off = malloc(c->nframes * sizeof(*o->off));
+	o->size = malloc(c->nframes * sizeof(*o->size));
+	if (!o->data || !o->off || !o->size)
+		return failf("out of memory");
+	for (unsigned k = 0; k < c->nframes; k++) {
+		uint8_t *f = o->data + o->len;
+		size_t n = c->size[k];
+
+		memcpy(f, c->data + c->off[k], n);
+		if (!strcmp(name, "cgarble") && k == 5) {
+			for (size_t i = 44; i < n; i++) {
+				rnd = rnd * 1103515245u + 12345u;
+				f[i] = (uint8_t)(rnd >> 16);
+			}
+		} else if (!strcmp(name, "ctrunc") && k == 5) {
+			n = 44 + (n - 44) / 2;
+		} else if (!strcmp(name, "csmall") && k >= 15) {
+			put_be32(f + 12, 320);
+			put_be32(f + 16, 240);
+		} else if (!strcmp(name, "chuge") && k == 5) {
+			put_be32(f + 40, 0x7fffffff);
+		}
+		o->off[k] = o->len;
+		o->size[k] = n;
+		o->len += n;
+		o->nframes++;
+	}
+	return 0;
+}
+
+/* The damaged clips as files, and v4l2-ctl's decode of each. */
+static int make_corrupt_clips(void)
+{
+	struct vvdec_clip c, o;
+	char path[256], err[256];
+	FILE *f;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/vga.fwht", work);
+	if (vvdec_clip_load(&c, path, err, sizeof(err)))
+		return failf("%s", err);
+	for (size_t i = 0; i < sizeof(corrupts) / sizeof(corrupts[0]) && !r; i++) {
+		r = corrupt_clip(&c, corrupts[i].name, &o);
+		snprintf(path, sizeof(path), "%s/%s.fwht", work, corrupts[i].name);
+		if (!r && (!(f = fopen(path, "wb")) || fwrite(o.data, 1, o.len, f) != o.len ||
+			   fclose(f)))
+			r = failf("cannot write %s", path);
+		vvdec_clip_free(&o);
+		if (!r)
+			r = ref_decode(corrupts[i].name, YU12(640, 480, corrupts[i].frames));
+	}
+	vvdec_clip_free(&c);
+	return r;
+}
+
+static int decode_corrupt(const struct corrupt *cc)
+{
+	struct vuf *v = open_front(NULL);
+	struct dec_job j = { .clip = cc->name };
+	struct vvdec_clip vga;
+	const struct vvdec_result *res;
+	char path[256], ref[256], err[256];
+	int r;
+
+	if (!v)
+		return -1;
+	snprintf(path, sizeof(path), "%s/vga.fwht", work);
+	if (vvdec_clip_load(&vga, path, err, sizeof(err))) {
+		vuf_close(v);
+		return failf("%s", err);
+	}
+	r = corrupt_clip(&vga, cc->name, &j.c);
+	vvdec_clip_free(&vga);
+	snprintf(j.out_path, sizeof(j.out_path), "%s/%s.out", work, cc->name);
+	if (!r && !(j.out = fopen(j.out_path, "wb")))
+		r = failf("cannot write %s", j.out_path);
+	j.o.stream_id = 21;
+	j.o.tolerate_errors = true;
+	j.o.timeout_ms = 30000;
+	if (!r && !(j.d = vvdec_new(v, &j.c, j.out, &j.o)))
+		r = failf("out of memory");
+	if (!r) {
+		vvdec_run_all(&j.d, 1);
+		fflush(j.out);
+		res = vvdec_result(j.d);
+		printf("  note: %s: %u frames out, FLAG_ERR on %u inputs and %u outputs, %u ERROR "
+		       "events%s\n", cc->name, res->frames_out, res->in_errors, res->out_errors,
+		       res->error_events, res->drained ? ", drained" : "");
+		snprintf(ref, sizeof(ref), "%s/%s.ref", work, cc->name);
+		if (res->err[0])
+			r = failf("%s: %s", cc->name, res->err);
+		else if (res->error_events)
+			r = failf("%s: an ERROR event: the daemon ended a stream vicodec goes on with",
+				  cc->name);
+		else if (res->out_errors != cc->errors || res->in_errors != cc->errors)
+			r = failf("%s: FLAG_ERR on %u outputs and %u inputs, vicodec failed %u frames",
+				  cc->name, res->out_errors, res->in_errors, cc->errors);
+		else if (res->ts_errors)
+			r = failf("%s: %u output timestamps match no input", cc->name, res->ts_errors);
+		else
+			r = t_compare_repeated(j.out_path, ref, 1);
+	}
+	if (!r && v->ring_errors)
+		r = failf("frontend saw %u ring errors: %s", v->ring_errors, vuf_error(v));
+	job_fini(&j);
+	/* the next stream on the same connection */
+	if (!r) {
+		struct dec_job k = { .clip = "vga" };
+		struct vvdec *d;
+
+		k.o.stream_id = 22;
+		r = job_init(v, &k, "vga", "aftercorrupt");
+		if (!r) {
+			d = k.d;
+			vvdec_run_all(&d, 1);
+			fflush(k.out);
+			r = check_result(&k, true);
+		}
+		job_fini(&k);
+	}
+	vuf_close(v);
+	/* and, after the last kind, a new connection */
+	return r || cc != &corrupts[sizeof(corrupts) / sizeof(corrupts[0]) - 1] ? r :
+	       decode_one("vga", NULL, NULL);
+}
+
+static int t_corrupt_garble(void)
+{
+	return decode_corrupt(&corrupts[0]);
+}
+
+static int t_corrupt_trunc(void)
+{
+	return decode_corrupt(&corrupts[1]);
+}
+
+static int t_corrupt_small(void)
+{
+	return decode_corrupt(&corrupts[2]);
+}
+
+static int t_corrupt_huge(void)
+{
+	return decode_corrupt(&corrupts[3]);
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 int main(void)
@@ -869,6 +1086,10 @@ int main(void)
 		{ "STREAM_DESTROY mid-decode returns every buffer", t_destroy_mid_decode },
 		{ "bad input: clear errors, then a correct decode", t_bad_input },
 		{ "VM stop/cont mid-decode: answers kept while stopped, byte-exact", t_stop_cont_mid_decode },
+		{ "corrupt FWHT: noise in a P-frame: FLAG_ERR, v4l2-ctl's frames, then exact", t_corrupt_garble },
+		{ "corrupt FWHT: a frame cut short: FLAG_ERR, v4l2-ctl's frames, then exact", t_corrupt_trunc },
+		{ "corrupt FWHT: headers change to 320x240: FLAG_ERR, v4l2-ctl's frames, then exact", t_corrupt_small },
+		{ "corrupt FWHT: a header's size 2^31-1: FLAG_ERR, v4l2-ctl's frames, then exact", t_corrupt_huge },
 	};
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -888,7 +1109,8 @@ int main(void)
 	    make_clip("d32", 640, 480, 32, 5) || ref_decode("d32", YU12(640, 480, 32)) ||
 	    make_clip("d48", 640, 480, 48, 6) || ref_decode("d48", YU12(640, 480, 48)) ||
 	    sh("cat %s/vga.fwht %s/p720.fwht > %s/change.fwht", work, work, work) ||
-	    ref_decode("change", YU12(640, 480, 30) + YU12(1280, 720, 6))) {
+	    ref_decode("change", YU12(640, 480, 30) + YU12(1280, 720, 6)) ||
+	    make_corrupt_clips()) {
 		printf("FAIL preparing test content: %s\n", why);
 		printf("0 passed, 1 failed\n");
 		return 1;

@@ -150,6 +150,20 @@ done
 if [ "${VUV_NO_VM:-0}" != 1 ]; then
 	run_prog "vm: vicodec single-planar" tests/vm/vm.sh run --mem 2048 --timeout 2700 -- tests/vm-tests.sh
 	run_prog "vm: vicodec multi-planar" tests/vm/vm.sh run --mem 2048 --timeout 2700 --multiplanar -- tests/vm-tests.sh
+	# The decoder and encoder suites with the static aarch64 daemon and
+	# aarch64 test programs in the arm64 vicodec VM (tests/vm/vm-arm64.sh,
+	# doc/arm-vm.md), both vicodec modes. VUV_ARM=640: the 640x480 decode
+	# and encode cases (CI's default); VUV_ARM=1: all of them (make check-arm); VUV_ARM=0:
+	# none (the default outside CI: it adds the arm64 dpkg architecture).
+	arm=${VUV_ARM:-0}
+	[ "${CI:-}" != true ] || arm=${VUV_ARM:-640}
+	case $arm in
+	0) ;;
+	640) run_prog "arm64 vm: e2e decoder + encoder, the 640x480 decode and encode" sh -c \
+		"make --no-print-directory arm64-tests && VUV_ARM_SUBSET=640 tests/vm/vm-arm64.sh check" ;;
+	*) run_prog "arm64 vm: e2e decoder + encoder" sh -c \
+		"make --no-print-directory arm64-tests && tests/vm/vm-arm64.sh check" ;;
+	esac
 	# the real Linux guest driver through QEMU, in the VM (tests/guest/guest.sh)
 	if [ -d ../shared/guest-driver ]; then
 		run_prog "guest: the Linux virtio-video driver, QEMU and the daemon on vicodec" tests/guest/guest.sh check

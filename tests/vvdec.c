@@ -596,6 +596,11 @@ static void on_output(struct vvdec *d, struct vres *r, const struct vuf_rq_resul
 		d->r.eos = true;
 		return;
 	}
+	if ((rr->flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) && requeue && d->o.tolerate_errors) {
+		d->r.out_errors++;	/* the codec's error: nothing to write */
+		queue_out(d, r);
+		return;
+	}
 	if (rr->flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) {
 		d->r.cleared++;
 		return;		/* returned by a clear: not requeued */
@@ -661,7 +666,7 @@ static bool on_token(struct vvdec *d, uint64_t tok)
 		t = vuf_wait_type(d->v, tok, NULL, 0, 8, 0);
 		if (t != VIRTIO_VIDEO_RESP_OK_NODATA)
 			failf(d, "STREAM_DRAIN answered %s", t < 0 ? vuf_error(d->v) : vuf_cmd_name((uint32_t)t));
-		else if (!d->seek_done && d->r.frames_in != d->next_frame)
+		else if (!d->seek_done && d->r.frames_in + d->r.in_errors != d->next_frame)
 			/* dev-decoder.rst, Drain: every buffer queued before it is done */
 			failf(d, "STREAM_DRAIN answered with %u of %u inputs answered",
 			      d->r.frames_in, d->next_frame);
@@ -677,7 +682,9 @@ static bool on_token(struct vvdec *d, uint64_t tok)
 			continue;
 		t = vuf_resource_queue_wait(d->v, tok, &rr, 0);
 		r->queued = false;
-		if (t < 0 || (rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR))
+		if (t >= 0 && (rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR) && d->o.tolerate_errors)
+			d->r.in_errors++;
+		else if (t < 0 || (rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR))
 			failf(d, "input buffer %u came back %s", r->id,
 			      t < 0 ? vuf_error(d->v) : "with FLAG_ERR");
 		else
@@ -780,6 +787,25 @@ static bool active(const struct vvdec *d)
 	return d->state != ST_DONE && d->state != ST_FAILED;
 }
 
+/* tolerate_errors: the stream is broken; the guest closes it (STREAM_DESTROY
+ * returns every queued buffer) and the run ends. */
+static void on_error_event(struct vvdec *d)
+{
+	int t;
+
+	d->r.error_events++;
+	t = vuf_stream_destroy(d->v, d->o.stream_id);
+	if (t != VIRTIO_VIDEO_RESP_OK_NODATA) {
+		failf(d, "STREAM_DESTROY after an ERROR event: %s",
+		      t < 0 ? vuf_error(d->v) : vuf_cmd_name((uint32_t)t));
+		return;
+	}
+	d->drain_sent = false;
+	if (collect_queued(d, d->outr, d->n_out, false) || collect_queued(d, d->in, d->n_in, false))
+		return;
+	d->state = ST_DONE;
+}
+
 /* ---- vvjob glue ---------------------------------------------------------------- */
 
 static void job_start(void *j)
@@ -813,6 +839,8 @@ static void job_on_event(void *j, const struct virtio_video_event *ev)
 
 	if (ev->event_type == VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED)
 		on_resolution(d);
+	else if (d->o.tolerate_errors && active(d))
+		on_error_event(d);
 	else
 		failf(d, "ERROR event from the device");
 	feed(d);

@@ -58,6 +58,10 @@ struct vvdec_opts {
 	unsigned resume;		/* after the drain, decode the clip this many times more,
 					 * each pass ended by its own drain (a new input restarts
 					 * the stream: dev-decoder.rst, Drain) */
+	bool tolerate_errors;		/* codec errors are counted, not failures: FLAG_ERR on an
+					 * input, FLAG_ERR on an output outside a clear (not
+					 * written, queued again, as v4l2-ctl does), an ERROR event
+					 * (the stream is destroyed and the run ends) */
 	int timeout_ms;			/* no progress for this long = failure (default 60000) */
 	int verbose;
 };
@@ -69,6 +73,8 @@ struct vvdec_result {
 	unsigned cleared;		/* buffers returned with FLAG_ERR by a clear */
 	unsigned drains;		/* drains completed (answer + EOS) */
 	unsigned ring_full;		/* submissions deferred: the commandq was full */
+	unsigned in_errors, out_errors;	/* tolerate_errors: buffers back with FLAG_ERR */
+	unsigned error_events;		/* tolerate_errors: ERROR events */
 	bool eos;			/* the empty EOS buffer arrived */
 	bool drained;			/* STREAM_DRAIN answered OK */
 	unsigned ts_errors;		/* output timestamps not matching an input */

@@ -35,7 +35,7 @@ readonly L1_KVM_MODULES="kvm_amd kvm_intel"
 readonly L2_PROGRAMS="/bin/bash /usr/bin/v4l2-ctl /usr/bin/v4l2-compliance"
 
 # Every case, in the order they run. kill needs a boot of its own.
-readonly ALL_CASES="l1-compliance-dec l1-compliance-enc kill dec-640 dec-1080 dec-two dec-deep enc-640 compliance-dec compliance-enc"
+readonly ALL_CASES="l1-compliance-dec l1-compliance-enc kill dec-640 dec-1080 dec-two dec-deep stopcont enc-640 compliance-dec compliance-enc"
 
 # v4l2-compliance 1.22.1 failures that belong to the guest driver or to
 # vicodec/v4l-utils, by test name; any other failure fails the case, and one
@@ -509,11 +509,12 @@ S=$W/share # L2's share
 Q_PID=
 DEC_PID='' ENC_PID=''
 
-start_daemon() { # role node -> pid in ${ROLE}_PID
+start_daemon() { # role node [args...] -> pid in ${ROLE}_PID
 	local role=$1 node=$2
+	shift 2
 	# shellcheck disable=SC2086 # VUV_GUEST_DAEMON_ARGS is a list
 	"${VUV_GUEST_DAEMON:-$REPO/vhost-user-video}" --socket-path="$W/$role.sock" --v4l2-device="$node" \
-		${VUV_GUEST_DAEMON_ARGS:-} 2>"$W/$role-daemon.log" &
+		${VUV_GUEST_DAEMON_ARGS:-} "$@" 2>"$W/$role-daemon.log" &
 	printf -v "${role^^}_PID" %s $!
 }
 
@@ -538,6 +539,7 @@ l2_start() {
 	"$qemu" "${data[@]}" -machine pc,accel=kvm -cpu host -smp 1 -m 1G \
 		-object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem \
 		-nodefaults -display none -monitor none -no-reboot -pidfile "$W/qemu.pid" \
+		-qmp "unix:$W/qmp.sock,server=on,wait=off" \
 		-serial "file:$S/run/console.log" \
 		-kernel "$kernel" -initrd "$W/l2.img" -append "$append" \
 		-chardev "socket,id=vdec,path=$W/dec.sock" \
@@ -711,6 +713,167 @@ eval_compliance() {
 	pass "$name" "$t"
 }
 
+# QEMU `stop` and `cont` (QMP) in the middle of L2's stopcont decode, run by
+# the Python below with one QMP connection (L2 repeats a run that hit
+# v4l2-ctl's select timeout; each run is stopped on its own). When the run's
+# output has 5 frames (of 60), and again every 8 frames: wait (up to 2 s) for
+# the decoder daemon (-v) to log the guest's next RESOURCE_QUEUE, and `stop`
+# at once, in the hope that the codec still works on it while the VM is
+# stopped (not asserted, and rare: vicodec decodes a 640x480 frame within
+# milliseconds of its buffer; answers made while stopped are proven by
+# tests/qemu_stopcont.c). QEMU must then say it is paused, and the
+# daemon must have logged its command ring stopped (GET_VRING_BASE); a pause
+# of up to 3 s, until the daemon logs an answer it kept (not asserted);
+# `cont`; the daemon's log of the ring starting again says how many chains it
+# held across the stop (avail - used). Each stop: "RUN FRAMES-AT-STOP
+# FRAMES-AT-CONT PARKED KEPT" in $W/stopcont.l1; a failure: its reason in
+# $W/stopcont.err.
+STOPCONT_ERR=
+l1_stopcont() {
+	rm -f "$W/stopcont.err"
+	: >"$W/stopcont.l1"
+	/usr/bin/python3 - "$W/qmp.sock" "$W/dec-daemon.log" "$S/run" "$Q_PID" "$W/stopcont.l1" \
+		"$W/stopcont.err" <<'PY' || true
+import json, os, re, socket, sys, time
+sock, log, run_dir, qpid, rec, err = sys.argv[1:7]
+FSZ = 640 * 480 * 3 // 2
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(120)
+s.connect(sock)
+f = s.makefile('rw')
+json.loads(f.readline())
+
+def fail(why):
+    open(err, 'w').write(why + '\n')
+    sys.exit(1)
+
+def cmd(c):
+    f.write(json.dumps({'execute': c}) + '\n')
+    f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if 'return' in r or 'error' in r:
+            return r
+
+dlog = open(log, 'rb')
+part, pending = b'', []
+def lines():
+    global part
+    part += dlog.read()
+    *done, part = part.split(b'\n')
+    pending.extend(l.decode(errors='replace') for l in done)
+
+def wait_line(what, secs):
+    """The daemon's next log line containing what (the lines before it are
+    consumed), or None after secs."""
+    end = time.time() + secs
+    while True:
+        lines()
+        while pending:
+            l = pending.pop(0)
+            if what in l:
+                return l
+        if time.time() >= end:
+            return None
+        time.sleep(0.01)
+
+def alive():
+    try:
+        os.kill(int(qpid), 0)
+        return True
+    except OSError:
+        return False
+
+def out_size(run):
+    try:
+        return os.path.getsize('%s/stopcont.%d.yuv' % (run_dir, run))
+    except OSError:
+        return 0
+
+cmd('qmp_capabilities')
+cur, nxt, end = None, 5 * FSZ, time.time() + 1200
+while not os.path.exists(run_dir + '/stopcont.res') and alive() and time.time() < end:
+    runs = [r for r in (1, 2, 3) if os.path.exists('%s/stopcont.%d.yuv' % (run_dir, r))]
+    lines()
+    pending.clear()
+    if runs and out_size(runs[-1]) > 60 * FSZ:
+        fail('run %d wrote more than the clip\'s 60 frames' % runs[-1])
+    if not runs or out_size(runs[-1]) < nxt or runs[-1] != cur:
+        if runs and runs[-1] != cur:
+            cur, nxt = runs[-1], 5 * FSZ
+        time.sleep(0.05)
+        continue
+    wait_line('RESOURCE_QUEUE', 2)
+    if 'error' in cmd('stop'):
+        fail('QMP stop failed')
+    at = out_size(cur)
+    st = cmd('query-status')
+    if st.get('return', {}).get('running', True):
+        cmd('cont')
+        fail('after stop, query-status says %s' % json.dumps(st))
+    # (QEMU stops the device before it answers stop: no wait expected)
+    if not wait_line('queue 0: stopped at avail', 60):
+        cmd('cont')
+        fail('QEMU is paused, but the daemon logged no stop of its command ring in 60 s')
+    kept = 1 if wait_line('answered while the ring is stopped; kept', 3) else 0
+    at2 = out_size(cur)
+    if 'error' in cmd('cont'):
+        fail('QMP cont failed')
+    # (QEMU sends the ring's messages during cont; the daemon logs them as
+    # it reads them)
+    l = wait_line('queue 0: started', 60)
+    if not l:
+        fail('QEMU runs again, but the daemon logged no start of its command ring in 60 s')
+    m = re.search(r'avail (\d+), used (\d+)', l)
+    parked = (int(m.group(1)) - int(m.group(2))) & 0xffff if m else 0
+    open(rec, 'a').write('%d %d %d %d %d\n' % (cur, at // FSZ, at2 // FSZ, parked, kept))
+    print('guest: stopcont: run %d stopped at %d frames of output, continued at %d; '
+          'the daemon held %d chains across the stop%s' % (cur, at // FSZ, at2 // FSZ, parked,
+          ', answered one while stopped' if kept else ''), flush=True)
+    nxt = at + 8 * FSZ
+if alive() and not os.path.exists(run_dir + '/stopcont.res'):
+    fail('L2 did not finish the case in 20 min')
+PY
+	[[ ! -f $W/stopcont.err ]] || STOPCONT_ERR=$(cat "$W/stopcont.err")
+	# a decode that does not end would hold L2 (and l2_wait) until the VM's
+	# own timeout: end L2 (the cases after stopcont are lost then)
+	if [[ -n $STOPCONT_ERR && ! -f $S/run/stopcont.res ]] && kill -0 "$Q_PID" 2>/dev/null; then
+		echo "guest: stopcont: $STOPCONT_ERR; ending L2"
+		kill -9 "$(cat "$W/qemu.pid")" 2>/dev/null || true
+	fi
+}
+
+# The stopcont case: L2's last run (RUN MD5 SIZE in stopcont.md5) exact, and
+# stopped by l1_stopcont with chains parked and most of its frames to come.
+eval_stopcont() { # ref640
+	local name="QEMU stop/cont (QMP) mid-decode in the guest: the decode finishes, md5 = direct decode ($MODE-planar)"
+	local rc t run='' md5='' size='' at kept stops
+	rc=$(res_rc stopcont) t=$(res_t stopcont)
+	notes stopcont
+	[[ ! -f $S/run/stopcont.md5 ]] || read -r run md5 size <"$S/run/stopcont.md5"
+	# the first stop of that run with chains parked
+	at=$(awk -v r="${run:-x}" '$1 == r && $4 > 0 {print $2; exit}' "$W/stopcont.l1" 2>/dev/null)
+	kept=$(awk -v r="${run:-x}" '$1 == r && $5 > 0' "$W/stopcont.l1" | wc -l)
+	stops=$(awk -v r="${run:-x}" '$1 == r' "$W/stopcont.l1" | wc -l)
+	if [[ -n $STOPCONT_ERR ]]; then
+		fail "$name" "$STOPCONT_ERR"
+	elif [[ $rc != 0 ]]; then
+		fail "$name" "guest v4l2-ctl status $rc"
+		show stopcont "$S/run/stopcont.log" 20
+	elif [[ -z $at ]]; then
+		fail "$name" "run ${run:-?} of L2 was not stopped with chains parked in the daemon (stops: $(tr '\n' ';' <"$W/stopcont.l1"))"
+	elif [[ $at -ge 50 ]]; then
+		fail "$name" "run $run was stopped only at $at frames of output: not mid-decode"
+	elif [[ "$md5 $size" != "$1" ]]; then
+		fail "$name" "run $run: guest output '$md5 $size' != direct '$1' (md5 size)"
+		show stopcont "$S/run/stopcont.log" 20
+		show "decoder daemon" "$W/dec-daemon.log" 20
+	else
+		echo "guest: stopcont: run $run exact after $stops stops, $kept of them with answers made while stopped (timing: not required)"
+		pass "$name" "$t"
+	fi
+}
+
 do_l1() {
 	[[ ${VUV_IN_VM:-} == 1 ]] || die "l1 runs inside the test VM only"
 	DIE_STATUS=125
@@ -768,11 +931,16 @@ do_l1() {
 		eval_compliance "$c" "L1 baseline: v4l2-compliance on vicodec's ${c##*-}oder ($MODE-planar)" "$W/$c.log" "$(since "$t")"
 	done
 
-	start_daemon dec "$VICODEC_DEC"
+	# stopcont reads the decoder's log (-v: its rings stopping and starting)
+	if [[ $cases == *" stopcont "* ]]; then
+		start_daemon dec "$VICODEC_DEC" -v
+	else
+		start_daemon dec "$VICODEC_DEC"
+	fi
 	start_daemon enc "$VICODEC_ENC"
 
 	local l2cases=() k
-	for c in dec-640 dec-1080 dec-two dec-deep enc-640 compliance-dec compliance-enc; do
+	for c in dec-640 dec-1080 dec-two dec-deep stopcont enc-640 compliance-dec compliance-enc; do
 		[[ $cases == *" $c "* ]] && l2cases+=("$c")
 	done
 
@@ -825,6 +993,7 @@ do_l1() {
 			done
 			[[ -z ${KILL_NAME:-} ]] || fail "$KILL_NAME" "L2 did not come up after the kill"
 		else
+			[[ " ${l2cases[*]} " != *" stopcont "* ]] || l1_stopcont
 			l2_wait || true
 			for c in "${l2cases[@]}"; do
 				case $c in
@@ -832,6 +1001,7 @@ do_l1() {
 				dec-1080) eval_decode "$c" "guest decode 1920x1080, ${VUV_GUEST_FRAMES_1080:-30} frames, md5 = direct decode ($MODE-planar)" "$ref1080" dec-1080.md5 ;;
 				dec-two) eval_decode "$c" "two guest decoders at once, both md5 = direct decode ($MODE-planar)" "$ref640" dec-two.a.md5 dec-two.b.md5 ;;
 				dec-deep) eval_decode "$c" "guest decode with 16 OUTPUT buffers (like ffmpeg), md5 = direct decode ($MODE-planar)" "$ref640" dec-deep.md5 ;;
+				stopcont) eval_stopcont "$ref640" ;;
 				enc-640)
 					k="$(md5_of "$S/clip640.fwht") $(stat -c %s "$S/clip640.fwht")"
 					eval_decode "$c" "guest encode 640x480, 60 frames, bitstream md5 = direct encode ($MODE-planar)" "$k" enc-640.md5
@@ -958,6 +1128,28 @@ l2_victim() {
 	return 1
 }
 
+# Decodes the 640x480 clip into the share while L1 stops and continues the
+# VM (l1_stopcont). A run that hit v4l2-ctl's fixed 2 s select timeout is
+# noted and repeated, each run in its own file, at most 3 runs; the last
+# run's "RUN MD5 SIZE" goes to stopcont.md5.
+l2_stopcont() {
+	local i rc out
+	echo "L2 clocksource: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)" >>"$R/stopcont.notes"
+	for i in 1 2 3; do
+		out=$R/stopcont.$i.yuv
+		rc=0
+		# (a bound for a decode that never ends, not a timing: ~1 min is usual)
+		timeout -k 10 600 v4l2-ctl -d "$L2_DEC" --set-fmt-video-out=width=640,height=480,pixelformat=FWHT \
+			--stream-from "$L2_SHARE/clip640.fwht" --stream-to "$out" \
+			--stream-mmap --stream-out-mmap >"$out.log" 2>&1 || rc=$?
+		cat "$out.log"
+		echo "$i $(md5sum "$out" | cut -d' ' -f1) $(stat -c %s "$out")" >"$R/stopcont.md5"
+		grep -q 'select timeout' "$out.log" || return $rc
+		echo "v4l2-ctl hit its fixed 2 s select timeout (run $i of 3, $(stat -c %s "$out") bytes out)" >>"$R/stopcont.notes"
+	done
+	return 1
+}
+
 do_l2() {
 	R=$L2_SHARE/run
 	local c
@@ -972,6 +1164,7 @@ do_l2() {
 		dec-1080) l2_run "$c" l2_decode "$L2_SHARE/clip1080.fwht" "$R/$c.md5" 1920 1080 --hdr ;;
 		dec-two) l2_run "$c" l2_two ;;
 		dec-deep) l2_run "$c" l2_decode "$L2_SHARE/clip640.fwht" "$R/$c.md5" 640 480 --stream-out-mmap=16 ;;
+		stopcont) l2_run "$c" l2_stopcont ;;
 		enc-640) l2_run "$c" l2_encode ;;
 		compliance-dec) l2_run "$c" v4l2-compliance -d "$L2_DEC" ;;
 		compliance-enc) l2_run "$c" v4l2-compliance -d "$L2_ENC" ;;
