@@ -1424,8 +1424,11 @@ static int dequeue_dst(struct vv_dev *d, struct vv_stream *s)
 			send_eos(d, s);
 		}
 		drain_done(d, s);
-	} else if (!is_encoder(d)) {
-		/* Dynamic resolution change: the resource stays queued, to be
+	} else if (!is_encoder(d) && s->flow != VV_FLOW_STOPPED) {
+		/* (Stopped: the LAST buffer of a drain that a QUEUE_CLEAR of
+		 * the input ended, cmd_queue_clear; its resource stays queued
+		 * and gets a V4L2 buffer again at resume_after_drain.)
+		 * Dynamic resolution change: the resource stays queued, to be
 		 * returned by the guest's QUEUE_CLEAR; old frames are all out,
 		 * so now tell the guest. */
 		s->flow = VV_FLOW_RES_CHANGE;
@@ -2370,8 +2373,11 @@ static int cmd_queue_clear(struct vv_dev *d, struct vv_req *q, struct vu_chain *
 {
 	struct vv_stream *s = q->s;
 	enum m2m_queue mq = q->u.q;
+	bool stopped;
 
 	(void)c, (void)out;
+	/* the codec is stopped by a drain: STOP issued or LAST seen */
+	stopped = s->drain == VV_DRAIN_STOPPING || s->flow == VV_FLOW_STOPPED;
 	/* dev-decoder.rst, Seek (input) / capture reset (output): STREAMOFF
 	 * returns every buffer; decoding resumes at the next STREAMON. */
 	if (s->m2m.streaming[mq])
@@ -2381,7 +2387,13 @@ static int cmd_queue_clear(struct vv_dev *d, struct vv_req *q, struct vu_chain *
 	s->error = false;
 	if (s->drain != VV_DRAIN_NONE)
 		drain_done(d, s);
-	if (s->flow == VV_FLOW_STOPPED)
+	/* A capture STREAMOFF clears the codec's drain state (the m2m core's
+	 * and vb2's "last buffer dequeued"); an input STREAMOFF does not, and
+	 * during a drain it makes the next capture buffer LAST (the m2m core,
+	 * v4l2_m2m_update_stop_streaming_state). The codec then stays stopped
+	 * as after a completed drain: the next input restarts it
+	 * (resume_after_drain), and dequeue_dst swallows that LAST buffer. */
+	if (s->flow == VV_FLOW_STOPPED && (mq == M2M_DST || !stopped || !s->fmt_known))
 		s->flow = s->fmt_known ? VV_FLOW_RUNNING : VV_FLOW_INIT;
 	wake_events(d);
 	return VV_ANSWER;

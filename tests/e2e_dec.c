@@ -729,6 +729,121 @@ out:
 	return r;
 }
 
+/* QUEUE_CLEAR of the input while a drain waits for its LAST buffer (STOP
+ * issued, no capture buffer in vicodec), as Chromium and ffmpeg reset
+ * during a flush on seek. vicodec (the m2m core) marks the next capture
+ * buffer LAST at that STREAMOFF; decoding must go on at an I-frame, byte-
+ * exact, and a drain after it must end with EOS. */
+static int t_clear_during_drain(void)
+{
+	static const unsigned frames[6] = { 0, 1, 2, 10, 11, 12 };	/* GOP 10 */
+	struct vuf *v = open_front(NULL);
+	struct vvdec_clip c = { 0 };
+	struct vuf_sglist in[6] = { 0 }, out[6] = { 0 };
+	uint64_t tin[6], tout[6], tdrain;
+	struct vuf_rq_result rr;
+	struct vuf_params op;
+	struct virtio_video_event ev;
+	uint32_t zero[8] = { 0 };
+	size_t fsz = 640 * 480 * 3 / 2, rl = 0;
+	uint8_t *ref = NULL, *got = NULL;
+	char path[256], err[256];
+	int r = 0;
+
+	if (!v)
+		return -1;
+#define EXPECT(got, want, what) do { if ((r = expect((got), (want), (what)))) goto out; } while (0)
+#define FAIL(...) do { r = failf(__VA_ARGS__); goto out; } while (0)
+	snprintf(path, sizeof(path), "%s/vga.fwht", work);
+	if (vvdec_clip_load(&c, path, err, sizeof(err)))
+		FAIL("%s", err);
+	snprintf(path, sizeof(path), "%s/vga.ref", work);
+	ref = slurp(path, &rl);
+	got = malloc(fsz);
+	if (!ref || rl < 30 * fsz || !got)
+		FAIL("the vga reference");
+	EXPECT(vuf_stream_create(v, 8, 0, 0, VIRTIO_VIDEO_FORMAT_FWHT, "clear"),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_CREATE");
+	for (unsigned i = 0; i < 6; i++) {
+		unsigned f = frames[i];
+
+		if (vuf_alloc_contig(v, (c.size[f] + 4095) & ~(size_t)4095, 0, &in[i]) ||
+		    vuf_sg_write(v, &in[i], 0, c.data + c.off[f], c.size[f]))
+			FAIL("guest memory: %s", vuf_error(v));
+		EXPECT(vuf_resource_create(v, 8, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1 + i, 1, 1, zero, &in[i], 1),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE input");
+	}
+	EXPECT(vuf_resource_queue(v, 8, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, vvdec_ts(0), 1,
+				  (uint32_t[8]){ (uint32_t)c.size[0] }, &tin[0]), 0, "queue input 0");
+	EXPECT(vuf_event_wait(v, &ev, VUF_CMD_TIMEOUT_MS), 0, "DECODER_RESOLUTION_CHANGED");
+	EXPECT(vuf_get_params(v, 8, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
+	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
+	for (unsigned i = 0; i < 6; i++) {
+		size_t total = 0;
+		uint32_t offs[8] = { 0 };
+
+		for (unsigned p = 0; p < op.num_planes; p++) {
+			offs[p] = (uint32_t)total;
+			total += op.plane[p].plane_size;
+		}
+		if (total != fsz || vuf_alloc_contig(v, total, 1, &out[i]))
+			FAIL("output of %zu bytes: %s", total, vuf_error(v));
+		EXPECT(vuf_resource_create(v, 8, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 1,
+					   op.num_planes, offs, &out[i], 1),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE output");
+	}
+	for (unsigned i = 0; i < 6; i++) {
+		if (i == 3) {
+			/* every frame so far is out, no capture buffer is in
+			 * vicodec: the drain waits for its LAST buffer */
+			EXPECT(vuf_stream_drain_submit(v, 8, &tdrain), 0, "STREAM_DRAIN");
+			EXPECT(vuf_queue_clear(v, 8, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, VUF_CMD_TIMEOUT_MS),
+			       VIRTIO_VIDEO_RESP_OK_NODATA, "QUEUE_CLEAR input");
+			EXPECT(vuf_wait_type(v, tdrain, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+			       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DRAIN");
+		}
+		EXPECT(vuf_resource_queue(v, 8, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL, &tout[i]),
+		       0, "queue output");
+		if (i)
+			EXPECT(vuf_resource_queue(v, 8, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1 + i,
+						  vvdec_ts(frames[i]), 1,
+						  (uint32_t[8]){ (uint32_t)c.size[frames[i]] }, &tin[i]),
+			       0, "queue input");
+		EXPECT(vuf_resource_queue_wait(v, tout[i], &rr, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, i < 3 ? "an output" : "an output after the clear");
+		if (rr.flags & (VIRTIO_VIDEO_BUFFER_FLAG_EOS | VIRTIO_VIDEO_BUFFER_FLAG_ERR) ||
+		    rr.timestamp != vvdec_ts(frames[i]))
+			FAIL("output %u: flags 0x%x, timestamp %llu, not frame %u", i, rr.flags,
+			     (unsigned long long)rr.timestamp, frames[i]);
+		if (vuf_sg_read(v, &out[i], 0, got, fsz) ||
+		    memcmp(got, ref + frames[i] * fsz, fsz))
+			FAIL("output %u (frame %u) differs from the direct decode", i, frames[i]);
+		EXPECT(vuf_resource_queue_wait(v, tin[i], &rr, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "an input");
+	}
+	EXPECT(vuf_resource_queue(v, 8, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10, 0, 0, NULL, &tout[0]),
+	       0, "queue output");
+	EXPECT(vuf_stream_drain(v, 8, VUF_CMD_TIMEOUT_MS), VIRTIO_VIDEO_RESP_OK_NODATA,
+	       "the second STREAM_DRAIN");
+	EXPECT(vuf_resource_queue_wait(v, tout[0], &rr, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "the EOS buffer");
+	if (!(rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS))
+		FAIL("no EOS after the second drain (flags 0x%x)", rr.flags);
+	EXPECT(vuf_stream_destroy(v, 8), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY");
+#undef FAIL
+#undef EXPECT
+out:
+	for (unsigned i = 0; i < 6; i++) {
+		vuf_sglist_free(&in[i]);
+		vuf_sglist_free(&out[i]);
+	}
+	free(ref);
+	free(got);
+	vvdec_clip_free(&c);
+	vuf_close(v);
+	return r;
+}
+
 /* ---- a codec that returns errors ------------------------------------------------- */
 
 /*
@@ -967,6 +1082,7 @@ int main(void)
 		{ "decode again after a drain, twice: no stale frame", t_drain_resume },
 		{ "48 buffers through a 64-entry ring, drain at once: no deadlock", t_deep_queue },
 		{ "seek: QUEUE_CLEAR input mid-stream, continue at an I-frame", t_seek },
+		{ "QUEUE_CLEAR input during a drain, then decoding again: byte-exact", t_clear_during_drain },
 		{ "STREAM_DESTROY mid-decode returns every buffer", t_destroy_mid_decode },
 		{ "bad input: clear errors, then a correct decode", t_bad_input },
 		{ "VM stop/cont mid-decode: answers kept while stopped, byte-exact", t_stop_cont_mid_decode },

@@ -842,6 +842,164 @@ static int t_dec_drain_held_frame(void)
 	return close_front(v, r);
 }
 
+/* Output resource out holds input frame f of clip c, byte for byte. */
+static int check_frame(struct vuf *v, const struct vuf_sglist *out, const struct vuf_rq_result *rr,
+		       const struct vvdec_clip *c, unsigned f, const char *what)
+{
+	const uint8_t *in = c->data + c->off[f];
+	size_t size = (size_t)fk_align(fk_be32(in + 12)) * fk_align(fk_be32(in + 16)) * 3 / 2;
+	uint32_t seed = fk_seed(in + FK_HDR, fk_be32(in + 40)) ^ V4L2_PIX_FMT_YUV420;
+	uint8_t *buf;
+	int r = 0;
+
+	CHECK(!(rr->flags & (VIRTIO_VIDEO_BUFFER_FLAG_EOS | VIRTIO_VIDEO_BUFFER_FLAG_ERR)) &&
+	      rr->timestamp == vvdec_ts(f) && rr->size >= size,
+	      "%s: flags 0x%x, timestamp %llu, %u bytes, not frame %u", what, rr->flags,
+	      (unsigned long long)rr->timestamp, rr->size, f);
+	buf = malloc(size);
+	CHECK(buf && !vuf_sg_read(v, out, 0, buf, size), "%s: read", what);
+	for (size_t i = 0; i < size && !r; i++)
+		if (buf[i] != fk_pixel(seed, i))
+			r = failf("%s (frame %u) differs at byte %zu", what, f, i);
+	free(buf);
+	return r;
+}
+
+/* QUEUE_CLEAR of one queue while a drain waits for its LAST buffer (STOP
+ * issued, no capture buffer in the codec), as Chromium and ffmpeg reset
+ * during a flush on seek: the clear answers the drain, and decoding goes
+ * on with the next input and output buffers: every frame exact, every
+ * chain answered once. Clearing the input makes the codec mark the next
+ * capture buffer LAST (v4l2_m2m_update_stop_streaming_state). */
+static int clear_during_drain(uint32_t clear_q, bool complete)
+{
+	enum { NIN = 6, NOUT = 6, SID = 6 };
+	struct vuf *v = open_front(NULL);
+	struct vvdec_clip c;
+	struct vuf_sglist in[NIN], out[NOUT];
+	uint64_t tin[NIN], tout[NOUT], tdrain;
+	struct vuf_rq_result rr;
+	struct vuf_params op;
+	struct virtio_video_event ev;
+	uint32_t zero[8] = { 0 };
+	char what[64];
+	int r = 0;
+
+	if (!v)
+		return -1;
+	clip_make(&c, NIN, W, H, 33);
+	EXPECT(vuf_stream_create(v, SID, VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES,
+				 VIRTIO_VIDEO_MEM_TYPE_GUEST_PAGES, VIRTIO_VIDEO_FORMAT_FWHT, "c"),
+	       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_CREATE");
+	for (unsigned i = 0; i < NIN; i++) {
+		CHECK(!vuf_alloc_contig(v, 4096, 0, &in[i]), "guest memory");
+		EXPECT(vuf_resource_create(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1 + i,
+					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, 1, zero, &in[i], 1),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE input");
+		CHECK(!vuf_sg_write(v, &in[i], 0, c.data + c.off[i], c.size[i]), "write");
+	}
+	EXPECT(vuf_resource_queue(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1, vvdec_ts(0), 1,
+				  (uint32_t[8]){ (uint32_t)c.size[0] }, &tin[0]), 0, "queue");
+	EXPECT(vuf_event_wait(v, &ev, VUF_CMD_TIMEOUT_MS), 0, "DECODER_RESOLUTION_CHANGED");
+	EXPECT(vuf_get_params(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
+	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
+	for (unsigned i = 0; i < NOUT; i++) {
+		size_t total = 0;
+		uint32_t offs[8] = { 0 };
+
+		for (unsigned p = 0; p < op.num_planes; p++) {
+			offs[p] = (uint32_t)total;
+			total += op.plane[p].plane_size;
+		}
+		CHECK(!vuf_alloc_contig(v, total, 1, &out[i]), "guest memory");
+		EXPECT(vuf_resource_create(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i,
+					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, op.num_planes, offs,
+					   &out[i], 1),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE output");
+	}
+	/* frames 0-2 into outputs 0-2: then the codec has no capture buffer */
+	for (unsigned i = 0; i < 3; i++)
+		EXPECT(vuf_resource_queue(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL,
+					  &tout[i]), 0, "queue");
+	for (unsigned i = 1; i < 3; i++)
+		EXPECT(vuf_resource_queue(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1 + i, vvdec_ts(i), 1,
+					  (uint32_t[8]){ (uint32_t)c.size[i] }, &tin[i]), 0, "queue");
+	for (unsigned i = 0; i < 3; i++) {
+		snprintf(what, sizeof(what), "output %u", i);
+		EXPECT(vuf_resource_queue_wait(v, tout[i], &rr, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, what);
+		if ((r = check_frame(v, &out[i], &rr, &c, i, what)))
+			return close_front(v, r);
+		EXPECT(vuf_resource_queue_wait(v, tin[i], &rr, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "an input");
+	}
+	/* the drain's STOP goes to the codec at once (every input is in it);
+	 * its LAST buffer waits for a capture buffer, which the clear precedes */
+	EXPECT(vuf_stream_drain_submit(v, SID, &tdrain), 0, "STREAM_DRAIN");
+	if (complete) {
+		/* variant: the clear after the drain's end (LAST, EOS, answer) */
+		EXPECT(vuf_resource_queue(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10, 0, 0, NULL,
+					  &tout[0]), 0, "queue");
+		EXPECT(vuf_resource_queue_wait(v, tout[0], &rr, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "the EOS buffer");
+		CHECK(rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS, "no EOS (flags 0x%x)", rr.flags);
+		EXPECT(vuf_wait_type(v, tdrain, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DRAIN");
+	}
+	EXPECT(vuf_queue_clear(v, SID, clear_q, VUF_CMD_TIMEOUT_MS), VIRTIO_VIDEO_RESP_OK_NODATA,
+	       "QUEUE_CLEAR");
+	if (!complete)
+		EXPECT(vuf_wait_type(v, tdrain, NULL, 0, 8, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DRAIN");
+	/* decoding goes on: frames 3-5 into outputs 3-5 */
+	for (unsigned i = 3; i < NOUT; i++)
+		EXPECT(vuf_resource_queue(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL,
+					  &tout[i]), 0, "queue");
+	for (unsigned i = 3; i < NIN; i++)
+		EXPECT(vuf_resource_queue(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_INPUT, 1 + i, vvdec_ts(i), 1,
+					  (uint32_t[8]){ (uint32_t)c.size[i] }, &tin[i]), 0, "queue");
+	for (unsigned i = 3; i < NOUT; i++) {
+		snprintf(what, sizeof(what), "output %u after the clear", i);
+		EXPECT(vuf_resource_queue_wait(v, tout[i], &rr, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, what);
+		if ((r = check_frame(v, &out[i], &rr, &c, i, what)))
+			return close_front(v, r);
+		EXPECT(vuf_resource_queue_wait(v, tin[i], &rr, VUF_CMD_TIMEOUT_MS),
+		       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "an input after the clear");
+		CHECK(!(rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_ERR), "input %u: FLAG_ERR", i);
+	}
+	/* and a drain after it completes as usual */
+	EXPECT(vuf_resource_queue(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10, 0, 0, NULL, &tout[0]),
+	       0, "queue");
+	EXPECT(vuf_stream_drain(v, SID, VUF_CMD_TIMEOUT_MS), VIRTIO_VIDEO_RESP_OK_NODATA,
+	       "the second STREAM_DRAIN");
+	EXPECT(vuf_resource_queue_wait(v, tout[0], &rr, VUF_CMD_TIMEOUT_MS),
+	       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "the EOS buffer");
+	CHECK(rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS, "no EOS (flags 0x%x)", rr.flags);
+	EXPECT(vuf_stream_destroy(v, SID), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY");
+	for (unsigned i = 0; i < NIN; i++)
+		vuf_sglist_free(&in[i]);
+	for (unsigned i = 0; i < NOUT; i++)
+		vuf_sglist_free(&out[i]);
+	vvdec_clip_free(&c);
+	return close_front(v, r);
+}
+
+static int t_dec_clear_input_during_drain(void)
+{
+	return clear_during_drain(VIRTIO_VIDEO_QUEUE_TYPE_INPUT, false);
+}
+
+static int t_dec_clear_input_after_drain(void)
+{
+	return clear_during_drain(VIRTIO_VIDEO_QUEUE_TYPE_INPUT, true);
+}
+
+static int t_dec_clear_output_during_drain(void)
+{
+	return clear_during_drain(VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, false);
+}
+
 /* ---- faults ---------------------------------------------------------------------- */
 
 /* Run fn against a daemon of its own started with VUV_FAKE_FAULTS=faults. */
@@ -1709,6 +1867,12 @@ static const struct tcase dec_cases[] = {
 	{ "STREAM_DESTROY mid-stream answers every chain", t_dec_destroy_mid_stream, false },
 	{ "drain while the codec holds a frame of a returned input: frame, EOS, answer",
 	  t_dec_drain_held_frame, false },
+	{ "QUEUE_CLEAR of the input during a drain: decoding goes on, every frame exact",
+	  t_dec_clear_input_during_drain, false },
+	{ "QUEUE_CLEAR of the output during a drain: decoding goes on, every frame exact",
+	  t_dec_clear_output_during_drain, false },
+	{ "QUEUE_CLEAR of the input after a drain: decoding goes on, every frame exact",
+	  t_dec_clear_input_after_drain, false },
 	{ "fault: the device goes away mid-stream (ENODEV)", t_fault_enodev, false },
 	{ "fault: a capture buffer with V4L2_BUF_FLAG_ERROR", t_fault_error_flag, false },
 	{ "fault: EIO on QBUF of a bitstream buffer", t_fault_eio_qbuf, false },
