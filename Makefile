@@ -183,18 +183,22 @@ $(B)/asan/%.o: %.c $(B)/config.h | $(B)/asan/tests
 # Each target links vu.c built with VU_TEST_HOOKS. make check replays the
 # committed corpora with gcc ASan+UBSan (replay.c, no clang needed); make fuzz
 # runs libFuzzer (clang) for FUZZ_SECONDS per target.
-FUZZ_TARGETS := fuzz_vu_msg fuzz_vring fuzz_vv_cmd
+FUZZ_TARGETS := fuzz_vu_msg fuzz_vring fuzz_vv_cmd fuzz_view
 # fuzz_vv_cmd includes vuvideo.c itself (its statics are the harness's).
 FUZZ_SRCS = tests/fuzz/$(1).c $(if $(filter fuzz_vv_cmd,$(1)),tests/fake_m2m.c,tests/fuzz/fuzz_common.c) vu.c
+# fuzz_view covers the DMABUF request building too: its objects see the
+# configuration of configs/dmabuf_defconfig ($(B)/dmacfg/config.h).
+FUZZ_DMA := fuzz_view
+FUZZ_D = $(if $(filter $(FUZZ_DMA),$(1)),-dma)
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_CPPFLAGS := $(VUV_CPPFLAGS) -DVU_TEST_HOOKS -Itests/fuzz
 FUZZ_SAN := address,undefined
 define fuzz_prog
-$(B)/asan/tests/$(1)-replay: $(call objs,$(B)/hooks,$(call FUZZ_SRCS,$(1)) tests/fuzz/replay.c)
+$(B)/asan/tests/$(1)-replay: $(call objs,$(B)/hooks$(call FUZZ_D,$(1)),$(call FUZZ_SRCS,$(1)) tests/fuzz/replay.c) | $(B)/asan/tests
 	$$(quiet) LD $$@
 	$$(Q)$$(ASAN_CC) $$(VUV_CFLAGS) $$(ASAN_FLAGS) -pthread -o $$@ $$^
-$(B)/fuzz/$(1): $(call objs,$(B)/fuzz,$(call FUZZ_SRCS,$(1)))
+$(B)/fuzz/$(1): $(call objs,$(B)/fuzz$(call FUZZ_D,$(1)),$(call FUZZ_SRCS,$(1)))
 	$$(quiet) LD $$@
 	$$(Q)$$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,$$(FUZZ_SAN) -pthread -o $$@ $$^
 endef
@@ -209,6 +213,22 @@ $(B)/fuzz/%.o: %.c $(B)/config.h
 	$(quiet) CC "$< [libfuzzer]"
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) $(FUZZ_CPPFLAGS) -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter \
+		-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,$(FUZZ_SAN) \
+		-fno-sanitize-recover=undefined -pthread -MMD -MP -c -o $@ $<
+
+$(B)/dmacfg/config.h: configs/dmabuf_defconfig Kconfig scripts/kconfig.awk
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(KCONFIG_AWK) -v mode=header Kconfig configs/dmabuf_defconfig > $@
+
+$(B)/hooks-dma/%.o: %.c $(B)/dmacfg/config.h
+	$(quiet) CC "$< [asan, hooks, dmabuf]"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(ASAN_CC) -I$(B)/dmacfg $(FUZZ_CPPFLAGS) $(VUV_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+
+$(B)/fuzz-dma/%.o: %.c $(B)/dmacfg/config.h
+	$(quiet) CC "$< [libfuzzer, dmabuf]"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) -I$(B)/dmacfg $(FUZZ_CPPFLAGS) -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter \
 		-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,$(FUZZ_SAN) \
 		-fno-sanitize-recover=undefined -pthread -MMD -MP -c -o $@ $<
 

@@ -145,7 +145,7 @@ run_prog "unit: vhost-user engine against QEMU (stop/cont)" $B/tests/qemu_stopco
 
 # The fuzz targets' committed corpora (seeds and every crasher found), with
 # the same invariants as under libFuzzer, built by gcc with ASan+UBSan.
-for t in fuzz_vu_msg fuzz_vring fuzz_vv_cmd; do
+for t in fuzz_vu_msg fuzz_vring fuzz_vv_cmd fuzz_view; do
 	run_prog "fuzz corpus replay: $t (ASan+UBSan)" sh -c \
 		"$B/asan/tests/$t-replay tests/fuzz/corpus/$t 2>$B/$t-replay.log || { tail -n 20 $B/$t-replay.log; exit 1; }"
 done

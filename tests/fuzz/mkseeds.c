@@ -3,7 +3,8 @@
  * mkseeds: writes the seed corpora (well-formed sessions) of the fuzz
  * targets, in the step format of fuzz_vu_msg.c and fuzz_vring.c:
  *   mkseeds DIR   -> DIR/fuzz_vu_msg/seed-*, DIR/fuzz_vring/seed-*,
- *                    DIR/fuzz_vv_cmd/seed-* (fuzz_vv_cmd.c's steps)
+ *                    DIR/fuzz_vv_cmd/seed-* (fuzz_vv_cmd.c's steps),
+ *                    DIR/fuzz_view/seed-* (fuzz_view.c's steps)
  * `make fuzz-seeds` runs it on tests/fuzz/corpus; the output is committed.
  */
 #include <errno.h>
@@ -552,6 +553,148 @@ static void seeds_vv(const char *dir)
 	save(dir, "seed-enc-controls", &o);
 }
 
+/* ---- fuzz_view (fuzz_view.c's steps) ---- */
+
+/* A region of file f: gpa and size in pages, file offset in pages. */
+static void fv_region(struct out *o, uint8_t f, uint16_t gpa_pages, uint8_t pages, uint8_t off)
+{
+	u8(o, 0x60 | f);
+	u16(o, gpa_pages);
+	u8(o, pages);
+	u8(o, off);
+}
+
+/* Two 64 KiB regions back to back: memfd 0 at gpa 0, memfd 1 at 64 KiB. */
+static void fv_table(struct out *o)
+{
+	u8(o, 0);
+	u8(o, 1);
+	fv_region(o, 0, 0, 16, 0);
+	fv_region(o, 1, 16, 16, 0);
+}
+
+/* A piece of region r: at byte pos (aligned: page-aligned in its file), len bytes. */
+static void fv_piece(struct out *o, uint8_t r, uint16_t pos, uint16_t len)
+{
+	u8(o, r);
+	u16(o, pos);
+	u16(o, len);
+}
+
+static void fv_piece_pages(struct out *o, uint8_t r, uint16_t pos, uint8_t pages)
+{
+	u8(o, 0x60 | r);
+	u16(o, pos);
+	u8(o, pages);
+}
+
+static void fv_raw(struct out *o, uint64_t gpa, uint32_t len)
+{
+	u8(o, 0xff);
+	u64(o, gpa);
+	u32(o, len);
+}
+
+/* Steps 3 (view) and 8 (dmabuf) give their number of pieces less one. */
+static void seeds_view(const char *dir)
+{
+	struct out o;
+
+	/* a view of three pieces over both regions (partial first and last
+	 * pages), read, written, invalidated by REM_MEM_REG, made again */
+	memset(&o, 0, sizeof(o));
+	u8(&o, 3);
+	fv_table(&o);
+	u8(&o, 3), u8(&o, 0), u8(&o, 2);	/* 3 pieces */
+	fv_piece(&o, 0, 0x100, 0xf00);
+	fv_piece_pages(&o, 1, 0, 2);
+	fv_piece(&o, 0, 0x3000, 0x123);
+	u8(&o, 4), u8(&o, 0);
+	u8(&o, 5), u8(&o, 0), u32(&o, 0x1234), u8(&o, 0xa5);
+	u8(&o, 3), u8(&o, 1), u8(&o, 0);	/* 1 piece */
+	fv_piece(&o, 1, 0x10, 0x20);
+	u8(&o, 7);
+	u8(&o, 2), u8(&o, 1), u8(&o, 0);
+	u8(&o, 7);
+	u8(&o, 6), u8(&o, 0);
+	u8(&o, 3), u8(&o, 0), u8(&o, 0);	/* 1 piece */
+	fv_piece(&o, 0, 0x80, 0x80);
+	u8(&o, 4), u8(&o, 0);
+	save(dir, "seed-views", &o);
+
+	/* many one-page pieces, across the two regions; dmabuf items of them */
+	memset(&o, 0, sizeof(o));
+	u8(&o, 3);
+	fv_table(&o);
+	u8(&o, 3), u8(&o, 2), u8(&o, 0x80), u8(&o, 16);
+	fv_piece_pages(&o, 0, 0x4000, 1);
+	u8(&o, 4), u8(&o, 2);
+	u8(&o, 5), u8(&o, 2), u32(&o, 0xc000), u8(&o, 0x11);
+	u8(&o, 8), u8(&o, 0x80), u8(&o, 0x80), u8(&o, 16);
+	fv_piece_pages(&o, 0, 0x4000, 1);
+	u8(&o, 8), u8(&o, 0x80), u8(&o, 2);	/* 3 pieces */
+	fv_piece_pages(&o, 0, 0, 2);
+	fv_piece_pages(&o, 0, 0x2000, 1);
+	fv_piece(&o, 1, 0, 0x1001);
+	u8(&o, 0), u8(&o, 0);	/* a new table: the view goes */
+	fv_region(&o, 1, 0, 16, 0);
+	u8(&o, 7);
+	u8(&o, 9);
+	u8(&o, 7);
+	save(dir, "seed-many", &o);
+
+	/* what is refused: dmabuf of an unsealed memfd, unaligned, outside,
+	 * too many items; views outside, misaligned, zero length */
+	memset(&o, 0, sizeof(o));
+	u8(&o, 1);		/* memfd 1 unsealed */
+	fv_table(&o);
+	u8(&o, 8), u8(&o, 0x80), u8(&o, 0);	/* 1 piece */
+	fv_piece_pages(&o, 1, 0, 1);
+	u8(&o, 8), u8(&o, 0x80), u8(&o, 0);	/* 1 piece */
+	fv_piece(&o, 0, 0x10, 0x1000);
+	u8(&o, 8), u8(&o, 0x80), u8(&o, 0);	/* 1 piece */
+	fv_raw(&o, 0x7ffff000, 0x1000);
+	u8(&o, 8), u8(&o, 1), u8(&o, 1);	/* 2 pieces */
+	fv_piece_pages(&o, 0, 0, 1);
+	fv_piece_pages(&o, 0, 0x4000, 1);
+	u8(&o, 3), u8(&o, 0), u8(&o, 0);	/* 1 piece */
+	fv_raw(&o, 0xfffffffffffff000ull, 0x2000);
+	u8(&o, 3), u8(&o, 0), u8(&o, 1);	/* 2 pieces */
+	fv_piece(&o, 0, 0x100, 0x1000);
+	fv_piece(&o, 0, 0x2000, 0x10);
+	u8(&o, 3), u8(&o, 0), u8(&o, 0);	/* 1 piece */
+	fv_piece(&o, 0, 0x100, 0);
+	save(dir, "seed-refused", &o);
+
+	/* hostile tables: overlapping, wrapping, past the file; ADD_MEM_REG
+	 * beside the handshake's table, a view across it, then REM_MEM_REG */
+	memset(&o, 0, sizeof(o));
+	u8(&o, 3);
+	u8(&o, 0), u8(&o, 1);
+	fv_region(&o, 0, 0, 16, 0);
+	fv_region(&o, 1, 8, 16, 0);
+	u8(&o, 0), u8(&o, 0);
+	u8(&o, 0x80), u64(&o, 0xfffffffffffff000ull), u64(&o, 0x2000), u64(&o, 0), u64(&o, 0);
+	u8(&o, 0), u8(&o, 0);
+	fv_region(&o, 0, 0, 16, 1);
+	u8(&o, 1);
+	fv_region(&o, 0, 0x200, 16, 0);
+	u8(&o, 3), u8(&o, 4), u8(&o, 0);	/* 1 piece */
+	fv_piece(&o, 0, 0, 0x8000);
+	u8(&o, 1);
+	fv_region(&o, 1, 0x300, 4, 4);
+	u8(&o, 3), u8(&o, 5), u8(&o, 1);	/* 2 pieces */
+	fv_piece_pages(&o, 3, 0, 4);
+	fv_piece_pages(&o, 2, 0, 1);
+	u8(&o, 8), u8(&o, 0x80), u8(&o, 1);	/* 2 pieces */
+	fv_piece_pages(&o, 3, 0, 4);
+	fv_piece_pages(&o, 2, 0, 1);
+	u8(&o, 7);
+	u8(&o, 2), u8(&o, 2), u8(&o, 0);
+	u8(&o, 7);
+	save(dir, "seed-tables", &o);
+}
+
 int main(int argc, char **argv)
 {
 	char d[4096];
@@ -570,5 +713,8 @@ int main(int argc, char **argv)
 	snprintf(d, sizeof(d), "%s/fuzz_vv_cmd", argv[1]);
 	mkdir(d, 0755);
 	seeds_vv(d);
+	snprintf(d, sizeof(d), "%s/fuzz_view", argv[1]);
+	mkdir(d, 0755);
+	seeds_view(d);
 	return 0;
 }
