@@ -200,6 +200,7 @@ $(B)/asan/tests/$(1)-replay: $(call objs,$(B)/hooks$(call FUZZ_D,$(1)),$(call FU
 	$$(Q)$$(ASAN_CC) $$(VUV_CFLAGS) $$(ASAN_FLAGS) -pthread -o $$@ $$^
 $(B)/fuzz/$(1): $(call objs,$(B)/fuzz$(call FUZZ_D,$(1)),$(call FUZZ_SRCS,$(1)))
 	$$(quiet) LD $$@
+	$$(Q)mkdir -p $$(dir $$@)
 	$$(Q)$$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,$$(FUZZ_SAN) -pthread -o $$@ $$^
 endef
 $(foreach t,$(FUZZ_TARGETS),$(eval $(call fuzz_prog,$(t))))

@@ -406,7 +406,8 @@ static uint8_t *m_byte(uint64_t gpa)
 static void check_bytes(unsigned s)
 {
 	const uint8_t *a = vu_view_addr(S.view[s].v);
-	size_t at = 0;
+	size_t at = 0, head;
+	uint64_t end;
 
 	for (unsigned i = 0; i < S.view[s].n; i++) {
 		const struct vu_seg *sg = &S.view[s].seg[i];
@@ -425,6 +426,17 @@ static void check_bytes(unsigned s)
 	}
 	FZ_REQUIRE(at == vu_view_len(S.view[s].v), "view %u: %zu bytes, pieces %zu", s,
 		   vu_view_len(S.view[s].v), at);
+	/* The partial first and last pages show the guest bytes around the
+	 * pieces, of the same region (the reference made sure they are). */
+	head = (uintptr_t)a % S.pg;
+	for (size_t k = 0; k < head; k++)
+		FZ_REQUIRE(a[k - head] == *m_byte(S.view[s].seg[0].gpa - head + k),
+			   "view %u: byte %zu before the first piece is not its guest byte", s,
+			   head - k);
+	end = S.view[s].seg[S.view[s].n - 1].gpa + S.view[s].seg[S.view[s].n - 1].len;
+	for (size_t k = 0; (head + at + k) % S.pg; k++)
+		FZ_REQUIRE(a[at + k] == *m_byte(end + k), "view %u: byte %zu after the last piece "
+			   "is not its guest byte", s, k);
 }
 
 /* An invalid view: unreadable, and its addresses still reserved. */
@@ -552,7 +564,7 @@ static int ref_dmabuf(const struct vu_seg *seg, unsigned n, unsigned max, struct
 
 		if (i == n - 1)
 			left = (left + pg - 1) / pg * pg;
-		if (!left || gpa % pg)
+		if (!left || gpa % pg || left % pg)
 			return -EINVAL;
 		if (wraps(gpa, left))
 			return -EFAULT;
@@ -653,6 +665,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		   vu_memfd_unfit(S.fd[0]) ? vu_memfd_unfit(S.fd[0]) : "fit");
 	FZ_REQUIRE(vu_memfd_unfit(FZ.memfd) && vu_memfd_unfit(FZ.sock) && vu_memfd_unfit(-1),
 		   "an unsealed memfd, a socket or -1 fit for udmabuf");
+	FZ_REQUIRE(!vu_view_valid(NULL), "a NULL view is valid");
 	fz_handshake((1ull << VIRTIO_F_VERSION_1) | (1ull << VHOST_USER_F_PROTOCOL_FEATURES));
 	m_handshake();
 	while (r.n && steps++ < 300) {
