@@ -430,7 +430,7 @@ static void check_bytes(unsigned s)
 	 * pieces, of the same region (the reference made sure they are). */
 	head = (uintptr_t)a % S.pg;
 	for (size_t k = 0; k < head; k++)
-		FZ_REQUIRE(a[k - head] == *m_byte(S.view[s].seg[0].gpa - head + k),
+		FZ_REQUIRE((a - head)[k] == *m_byte(S.view[s].seg[0].gpa - head + k),
 			   "view %u: byte %zu before the first piece is not its guest byte", s,
 			   head - k);
 	end = S.view[s].seg[S.view[s].n - 1].gpa + S.view[s].seg[S.view[s].n - 1].len;

@@ -24,7 +24,7 @@ for t in "$@"; do
 	set -e
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
 	rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
-	cov=$(grep -aE '^#[0-9]+.*cov: ' "$log" | tail -n 1 | sed -E 's/.*cov: ([0-9]+) ft: ([0-9]+).*/\1 edges, \2 features/')
+	cov=$(grep -aE '^#[0-9]+.*cov: ' "$log" | tail -n 1 | sed -E 's/.*cov: ([0-9]+) ft: ([0-9]+).*/\1 edges, \2 features/' || true)
 	echo "fuzz: $t: ${execs:-?} executions (${rate:-?}/s), coverage ${cov:-?}, corpus $(ls "$work" | wc -l) inputs"
 	if [ "$rc" != 0 ]; then
 		grep -a -m 5 -E 'invariant broken|ERROR: |SUMMARY: |runtime error' "$log" || true
