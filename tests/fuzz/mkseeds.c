@@ -643,6 +643,23 @@ static void seeds_view(const char *dir)
 	u8(&o, 7);
 	save(dir, "seed-many", &o);
 
+	/* the same page 4096 and 4097 times: one mapping each, at the limit
+	 * and past it */
+	memset(&o, 0, sizeof(o));
+	u8(&o, 3);
+	fv_table(&o);
+	u8(&o, 3), u8(&o, 0), u8(&o, 0xc0), u8(&o, 6);
+	fv_piece_pages(&o, 0, 0x1000, 1);
+	u8(&o, 4), u8(&o, 0);
+	u8(&o, 3), u8(&o, 1), u8(&o, 0xc0), u8(&o, 7);
+	fv_piece_pages(&o, 1, 0x1000, 1);
+	u8(&o, 3), u8(&o, 1), u8(&o, 0xc0), u8(&o, 7);
+	fv_piece(&o, 1, 0x1000, 0x800);
+	u8(&o, 0), u8(&o, 0);
+	fv_region(&o, 1, 0, 16, 0);
+	u8(&o, 4), u8(&o, 0);
+	save(dir, "seed-maps", &o);
+
 	/* what is refused: dmabuf of an unsealed memfd, unaligned, outside,
 	 * too many items; views outside, misaligned, zero length */
 	memset(&o, 0, sizeof(o));
@@ -654,6 +671,10 @@ static void seeds_view(const char *dir)
 	fv_piece(&o, 0, 0x10, 0x1000);
 	u8(&o, 8), u8(&o, 0x80), u8(&o, 0);	/* 1 piece */
 	fv_raw(&o, 0x7ffff000, 0x1000);
+	u8(&o, 8), u8(&o, 0x80), u8(&o, 0);	/* 1 piece, wraps */
+	fv_raw(&o, 0xfffffffffffff000ull, 0x2000);
+	u8(&o, 8), u8(&o, 0x40), u8(&o, 0);	/* no pieces */
+	fv_piece_pages(&o, 0, 0, 1);
 	u8(&o, 8), u8(&o, 1), u8(&o, 1);	/* 2 pieces */
 	fv_piece_pages(&o, 0, 0, 1);
 	fv_piece_pages(&o, 0, 0x4000, 1);
