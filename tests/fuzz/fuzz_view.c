@@ -25,7 +25,8 @@
  *   2 REM_MEM_REG u8 which, u8 perturb   3 new view u8 slot, pieces
  *   4 check view u8 slot   5 write through view u8 slot, u32 offset, u8 value
  *   6 free view u8 slot   7 check every view
- *   8 dmabuf items u8 max (bit 7: 1024, bits 7-6 01: no pieces, else % 6), pieces
+ *   8 dmabuf items u8 max (bit 7: 1024, bits 7-6 01: no pieces, 11 and bit 0:
+ *     memfd 1 sealed with F_SEAL_FUTURE_WRITE first; else % 6), pieces
  *   9 disconnect, reconnect, handshake
  * Region: u8 kind (% 3 file; bit 7 raw: u64 gpa, size, offset, uva; else
  *   u16 gpa (x4096 if bit 6, else x256); bit 5: u8 pages of size, u8 pages
@@ -66,6 +67,7 @@ static struct {
 	uint8_t *map[NFILES];
 	uint64_t fsize[NFILES];
 	bool sealed[NFILES];
+	bool wsealed[NFILES];		/* F_SEAL_FUTURE_WRITE: no new writable mmap */
 	struct mregion rg[VU_MAX_MEM_SLOTS];
 	unsigned nrg;
 	struct {
@@ -121,7 +123,7 @@ static bool m_region_ok(const struct vhost_user_mem_region *w, unsigned file)
 
 	return size && size - 1 <= UINT64_MAX - w->guest_phys_addr &&
 	       size - 1 <= UINT64_MAX - w->userspace_addr && off <= UINT64_MAX - size &&
-	       off + size <= S.fsize[file];
+	       off + size <= S.fsize[file] && !S.wsealed[file];
 }
 
 static bool m_overlap(uint64_t g1, uint64_t s1, uint64_t g2, uint64_t s2)
@@ -402,7 +404,13 @@ static int ref_view(const struct vu_seg *seg, unsigned n)
 			left -= chunk;
 		}
 	}
-	return nmaps > VIEW_MAX_MAPS ? -EMLINK : 0;
+	if (nmaps > VIEW_MAX_MAPS)
+		return -EMLINK;
+	for (unsigned i = 0; i < n; i++)	/* mmap: EPERM */
+		for (uint64_t k = 0; k < seg[i].len; k += pg)
+			if (S.wsealed[m_region_of(seg[i].gpa + k)->file])
+				return -EPERM;
+	return 0;
 }
 
 /* The guest byte at gpa (in the model: it must be memory). */
@@ -509,13 +517,14 @@ static void op_view_new(struct rd *r)
 	vu_lock(FZ.dev);
 	ret = vu_view_new(FZ.dev, S.view[s].seg, n, &v);
 	vu_unlock(FZ.dev);
-	FZ_REQUIRE(ret == 0 || ret == -EFAULT || ret == -ENOTSUP || ret == -E2BIG,
-		   "vu_view_new: %d", ret);
+	FZ_REQUIRE(ret == 0 || ret == -EFAULT || ret == -ENOTSUP || ret == -E2BIG ||
+		   (ret == -EPERM && S.wsealed[1]), "vu_view_new: %d (the reference %d)", ret, ref);
 	FZ_REQUIRE((ret == 0) == (ref == 0), "vu_view_new %d, the reference says %d", ret, ref);
-	/* (the mapping count is only known in vu's second pass, after
-	 * mappings that a later piece's misalignment would also refuse) */
+	/* (the mapping count, and mmap's EPERM on a file sealed against
+	 * writes, are only known in vu's second pass, after mappings that a
+	 * later piece's misalignment would also refuse) */
 	FZ_REQUIRE((ref == -E2BIG || ref == -EMLINK) == (ret == -E2BIG) || (ref == -ENOTSUP &&
-		   ret == -E2BIG), "vu_view_new %d, the reference says %d", ret, ref);
+		   ret == -E2BIG) || ret == -EPERM, "vu_view_new %d, the reference says %d", ret, ref);
 	FZ_REQUIRE(ret == 0 || !v, "vu_view_new failed, view not NULL");
 	if (ret)
 		return;
@@ -598,7 +607,7 @@ static int ref_dmabuf(const struct vu_seg *seg, unsigned n, unsigned max, struct
 				chunk = left;
 			if (off % pg || chunk % pg)
 				return -EINVAL;
-			if (g->file == 2 || !S.sealed[g->file])
+			if (g->file == 2 || !S.sealed[g->file] || S.wsealed[g->file])
 				return -EPERM;
 			if (count && it[count - 1].region == ri &&
 			    it[count - 1].off + it[count - 1].size == off) {
@@ -634,6 +643,11 @@ static void op_dmabuf(struct rd *r)
 
 	if ((m & 0xc0) == 0x40)
 		n = 0;
+	if ((m & 0xc1) == 0xc1 && !S.wsealed[1]) {	/* a frontend seals against writes */
+		if (fcntl(S.fd[1], F_ADD_SEALS, F_SEAL_FUTURE_WRITE))
+			fz_fail("F_SEAL_FUTURE_WRITE: %s", strerror(errno));
+		S.wsealed[1] = true;
+	}
 
 	want = ref_dmabuf(seg, n, max, ref);
 	vu_lock(FZ.dev);

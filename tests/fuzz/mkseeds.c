@@ -660,6 +660,24 @@ static void seeds_view(const char *dir)
 	u8(&o, 4), u8(&o, 0);
 	save(dir, "seed-maps", &o);
 
+	/* memfd 1 sealed against writes after SET_MEM_TABLE: no dmabuf (its
+	 * old region stays), no view of it, no new region of it */
+	memset(&o, 0, sizeof(o));
+	u8(&o, 3);
+	fv_table(&o);
+	u8(&o, 8), u8(&o, 0xc1), u8(&o, 0);	/* 1 piece */
+	fv_piece_pages(&o, 1, 0, 1);
+	u8(&o, 8), u8(&o, 0x80), u8(&o, 0);	/* 1 piece */
+	fv_piece_pages(&o, 0, 0, 1);
+	u8(&o, 3), u8(&o, 0), u8(&o, 0);	/* 1 piece */
+	fv_piece_pages(&o, 1, 0, 1);
+	u8(&o, 3), u8(&o, 1), u8(&o, 0);	/* 1 piece */
+	fv_piece_pages(&o, 0, 0, 1);
+	u8(&o, 1);
+	fv_region(&o, 1, 0x100, 1, 0);
+	u8(&o, 7);
+	save(dir, "seed-sealed", &o);
+
 	/* what is refused: dmabuf of an unsealed memfd, unaligned, outside,
 	 * too many items; views outside, misaligned, zero length */
 	memset(&o, 0, sizeof(o));
