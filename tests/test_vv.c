@@ -394,6 +394,41 @@ static int expect(int got, int want, const char *what)
 			return -1;                                              \
 	} while (0)
 
+/* The guest driver's layout of one decoded frame in a SINGLE_BUFFER
+ * resource: the planes back to back, sized by GET_PARAMS. Returns its size. */
+static size_t plane_offsets(const struct vuf_params *op, uint32_t offs[8])
+{
+	size_t total = 0;
+
+	for (unsigned p = 0; p < op->num_planes; p++) {
+		offs[p] = (uint32_t)total;
+		total += op->plane[p].plane_size;
+	}
+	return total;
+}
+
+/* Output resources 10..10+n-1 of stream sid, each one frame of contiguous
+ * guest memory, as the guest driver makes them after GET_PARAMS; each is
+ * queued too unless tout is NULL. */
+static int create_outputs(struct vuf *v, uint32_t sid, const struct vuf_params *op, unsigned n,
+			  struct vuf_sglist *out, uint64_t *tout)
+{
+	uint32_t offs[8] = { 0 };
+	size_t total = plane_offsets(op, offs);
+
+	for (unsigned i = 0; i < n; i++) {
+		CHECK(!vuf_alloc_contig(v, total, 1, &out[i]), "guest memory");
+		EXPECT(vuf_resource_create(v, sid, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i,
+					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, op->num_planes, offs,
+					   &out[i], 1),
+		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE output %u", 10 + i);
+		if (tout)
+			EXPECT(vuf_resource_queue(v, sid, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0,
+						  NULL, &tout[i]), 0, "queue output %u", 10 + i);
+	}
+	return 0;
+}
+
 static struct virtio_video_cmd_hdr hdr(uint32_t type, uint32_t sid)
 {
 	return (struct virtio_video_cmd_hdr){ htole32(type), htole32(sid) };
@@ -732,22 +767,8 @@ static int t_dec_destroy_mid_stream(void)
 	CHECK(ev.event_type == VIRTIO_VIDEO_EVENT_DECODER_RESOLUTION_CHANGED, "event %u", ev.event_type);
 	EXPECT(vuf_get_params(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
 	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
-	for (unsigned i = 0; i < 4; i++) {
-		size_t total = 0;
-		uint32_t offs[8] = { 0 };
-
-		for (unsigned p = 0; p < op.num_planes; p++) {
-			offs[p] = (uint32_t)total;
-			total += op.plane[p].plane_size;
-		}
-		CHECK(!vuf_alloc_contig(v, total, 1, &out[i]), "guest memory");
-		EXPECT(vuf_resource_create(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i,
-					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, op.num_planes, offs,
-					   &out[i], 1),
-		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE output");
-		EXPECT(vuf_resource_queue(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL, &tout[i]),
-		       0, "queue");
-	}
+	if (create_outputs(v, 3, &op, 4, out, tout))
+		return -1;
 	EXPECT(vuf_stream_destroy(v, 3), VIRTIO_VIDEO_RESP_OK_NODATA, "STREAM_DESTROY");
 	for (unsigned i = 0; i < 6 && !r; i++) {
 		struct vuf_rq_result rr;
@@ -804,22 +825,8 @@ static int t_dec_drain_held_frame(void)
 	EXPECT(vuf_stream_drain_submit(v, 4, &tdrain), 0, "STREAM_DRAIN");
 	EXPECT(vuf_get_params(v, 4, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
 	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
-	for (unsigned i = 0; i < 4; i++) {
-		size_t total = 0;
-		uint32_t offs[8] = { 0 };
-
-		for (unsigned p = 0; p < op.num_planes; p++) {
-			offs[p] = (uint32_t)total;
-			total += op.plane[p].plane_size;
-		}
-		CHECK(!vuf_alloc_contig(v, total, 1, &out[i]), "guest memory");
-		EXPECT(vuf_resource_create(v, 4, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i,
-					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, op.num_planes, offs,
-					   &out[i], 1),
-		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE output");
-		EXPECT(vuf_resource_queue(v, 4, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL, &tout[i]),
-		       0, "queue");
-	}
+	if (create_outputs(v, 4, &op, 4, out, tout))
+		return -1;
 	EXPECT(vuf_resource_queue_wait(v, tout[0], &rr, VUF_CMD_TIMEOUT_MS),
 	       VIRTIO_VIDEO_RESP_OK_RESOURCE_QUEUE, "output 0");
 	CHECK(!(rr.flags & VIRTIO_VIDEO_BUFFER_FLAG_EOS) && rr.size > 0 && rr.timestamp == vvdec_ts(0),
@@ -903,20 +910,8 @@ static int clear_during_drain(uint32_t clear_q, bool complete)
 	EXPECT(vuf_event_wait(v, &ev, VUF_CMD_TIMEOUT_MS), 0, "DECODER_RESOLUTION_CHANGED");
 	EXPECT(vuf_get_params(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
 	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
-	for (unsigned i = 0; i < NOUT; i++) {
-		size_t total = 0;
-		uint32_t offs[8] = { 0 };
-
-		for (unsigned p = 0; p < op.num_planes; p++) {
-			offs[p] = (uint32_t)total;
-			total += op.plane[p].plane_size;
-		}
-		CHECK(!vuf_alloc_contig(v, total, 1, &out[i]), "guest memory");
-		EXPECT(vuf_resource_create(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i,
-					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, op.num_planes, offs,
-					   &out[i], 1),
-		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE output");
-	}
+	if (create_outputs(v, SID, &op, NOUT, out, NULL))
+		return -1;
 	/* frames 0-2 into outputs 0-2: then the codec has no capture buffer */
 	for (unsigned i = 0; i < 3; i++)
 		EXPECT(vuf_resource_queue(v, SID, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL,
@@ -1139,22 +1134,8 @@ static int f_no_event(void)
 	 * the default format and queues outputs anyway */
 	EXPECT(vuf_get_params(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
 	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
-	for (unsigned i = 0; i < 2; i++) {
-		size_t total = 0;
-		uint32_t offs[8] = { 0 };
-
-		for (unsigned p = 0; p < op.num_planes; p++) {
-			offs[p] = (uint32_t)total;
-			total += op.plane[p].plane_size;
-		}
-		CHECK(!vuf_alloc_contig(v, total, 1, &out[i]), "guest memory");
-		EXPECT(vuf_resource_create(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i,
-					   VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER, op.num_planes, offs,
-					   &out[i], 1),
-		       VIRTIO_VIDEO_RESP_OK_NODATA, "RESOURCE_CREATE output");
-		EXPECT(vuf_resource_queue(v, 3, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i, 0, 0, NULL, &tout[i]),
-		       0, "queue");
-	}
+	if (create_outputs(v, 3, &op, 2, out, tout))
+		return -1;
 	/* a healthy stream beside the stuck one */
 	f = open_memstream(&o, &olen);
 	d = vvdec_new(v, &c, f, &(struct vvdec_opts){ .stream_id = 8, .timeout_ms = 30000 });
@@ -1792,10 +1773,7 @@ static int f_overlap(void)
 	}
 	EXPECT(vuf_get_params(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, true, &op),
 	       VIRTIO_VIDEO_RESP_OK_GET_PARAMS, "GET_PARAMS");
-	for (unsigned p = 0; p < op.num_planes; p++) {
-		offs[p] = (uint32_t)total;
-		total += op.plane[p].plane_size;
-	}
+	total = plane_offsets(&op, offs);
 	CHECK(total <= len, "frame of %zu bytes", total);
 	for (unsigned i = 0; i < 2; i++) {
 		EXPECT(vuf_resource_create(v, 5, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT, 10 + i,
