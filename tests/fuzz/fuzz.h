@@ -70,6 +70,10 @@ void fz_begin(void);
 /* End of an input: release parked chains, free everything, check fds. */
 void fz_end(void);
 
+/* sendmsg() of len bytes with nfds (at most FZ_MAX_FDS) fds: 0 when all sent. */
+#define FZ_MAX_FDS 16
+int fz_send_fds(int sock, const void *buf, size_t len, const int *fds, unsigned nfds);
+
 /* One vhost-user message, handled at once; replies are read and parsed.
  * fdkinds: 0 guest memfd, 1 a new eventfd, 2 a pipe's write end. */
 void fz_msg(uint32_t req, uint32_t flags, const void *pl, uint32_t size,

@@ -310,20 +310,40 @@ static void note_ring(uint32_t req, const void *pl, uint32_t size)
 	}
 }
 
+int fz_send_fds(int sock, const void *buf, size_t len, const int *fds, unsigned nfds)
+{
+	union {
+		char b[CMSG_SPACE(FZ_MAX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} cb;
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (nfds > FZ_MAX_FDS)
+		return -1;
+	memset(&cb, 0, sizeof(cb));
+	if (nfds) {
+		struct cmsghdr *cm;
+
+		mh.msg_control = cb.b;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
 void fz_msg(uint32_t req, uint32_t flags, const void *pl, uint32_t size,
 	    const uint8_t *fdkinds, unsigned nfds)
 {
 	uint8_t buf[sizeof(struct vhost_user_hdr) + 512];
 	struct vhost_user_hdr h = { req, flags, size };
-	union {
-		char b[CMSG_SPACE(16 * sizeof(int))];
-		struct cmsghdr align;
-	} cb;
-	struct iovec iov = { buf, sizeof(h) + size };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	int fds[16], ret;
+	int fds[FZ_MAX_FDS] = { 0 }, ret;
 
-	if (size > 512 || nfds > 16)
+	if (size > 512 || nfds > FZ_MAX_FDS)
 		return;
 	memcpy(buf, &h, sizeof(h));
 	if (size)
@@ -347,19 +367,7 @@ void fz_msg(uint32_t req, uint32_t flags, const void *pl, uint32_t size,
 		if (fds[i] < 0)
 			fz_fail("fd: %s", strerror(errno));
 	}
-	memset(&cb, 0, sizeof(cb));
-	if (nfds) {
-		struct cmsghdr *cm;
-
-		mh.msg_control = cb.b;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-	}
-	ret = sendmsg(FZ.sock, &mh, MSG_NOSIGNAL) == (ssize_t)iov.iov_len ? 0 : -1;
+	ret = fz_send_fds(FZ.sock, buf, sizeof(h) + size, fds, nfds);
 	for (unsigned i = 0; i < nfds; i++)
 		close(fds[i]);		/* vu has its own copies now */
 	if (ret)

@@ -152,32 +152,15 @@ static int send_msg(uint32_t req, const void *pl, uint32_t size, const unsigned 
 {
 	uint8_t buf[sizeof(struct vhost_user_hdr) + sizeof(struct vhost_user_mem_table)];
 	struct vhost_user_hdr h = { req, VHOST_USER_VERSION | VHOST_USER_NEED_REPLY_MASK, size };
-	union {
-		char b[CMSG_SPACE(8 * sizeof(int))];
-		struct cmsghdr align;
-	} cb;
-	struct iovec iov = { buf, sizeof(h) + size };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	int fds[8], ret;
+	int fds[8] = { 0 }, ret;
 	uint64_t ack = ~0ull;
 
+	FZ_REQUIRE(nfds <= 8, "%u fds", nfds);
 	memcpy(buf, &h, sizeof(h));
 	memcpy(buf + sizeof(h), pl, size);
-	memset(&cb, 0, sizeof(cb));
 	for (unsigned i = 0; i < nfds; i++)
 		fds[i] = S.fd[files[i]];
-	if (nfds) {
-		struct cmsghdr *cm;
-
-		mh.msg_control = cb.b;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-	}
-	if (sendmsg(FZ.sock, &mh, MSG_NOSIGNAL) != (ssize_t)iov.iov_len)
+	if (fz_send_fds(FZ.sock, buf, sizeof(h) + size, fds, nfds))
 		fz_fail("sendmsg: %s", strerror(errno));
 	ret = vu_handle_msg(FZ.dev);
 	if (ret == -EPROTO || ret == -EPIPE || vu_broken(FZ.dev))
