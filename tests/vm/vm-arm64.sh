@@ -17,6 +17,8 @@ set -euo pipefail
 # Bump whenever the cache layout, the guest /init or the module build changes.
 readonly FORMAT=1
 SELF_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=tests/vm/vmlib.sh
+. "$SELF_DIR/vmlib.sh"
 SELF="$SELF_DIR/$(basename -- "${BASH_SOURCE[0]}")"
 readonly SELF_DIR SELF
 REPO=$(cd -- "$SELF_DIR/../.." && pwd -P)
@@ -64,15 +66,6 @@ step() {
 
 # --- kernel version and packages ---------------------------------------------
 
-apt_updated=0
-apt_update() {
-	[[ $apt_updated -eq 0 ]] || return 0
-	note "running apt-get update"
-	timeout -k 10 600 apt-get -q -o DPkg::Lock::Timeout=120 update >&2 ||
-		die "apt-get update failed"
-	apt_updated=1
-}
-
 have_arm64_arch() {
 	dpkg --print-foreign-architectures | grep -qx arm64
 }
@@ -90,10 +83,6 @@ resolve_kver_once() {
 	timeout 60 apt-cache depends linux-image-arm64:arm64 2>/dev/null |
 		sed -n 's/^ *Depends: linux-image-\(6\.1\.[0-9][0-9]*-[0-9][0-9]*-arm64\)\(:arm64\)\{0,1\}$/\1/p' |
 		head -n 1
-}
-
-apt_lists_key() {
-	{ stat -c '%n %s %Y' /var/lib/apt/lists/*Packages* 2>/dev/null || true; } | cksum | cut -d' ' -f1
 }
 
 KVER=
@@ -132,14 +121,6 @@ host_packages() {
 	echo qemu-system-arm cpio gcc-aarch64-linux-gnu musl-dev:arm64 linux-libc-dev-arm64-cross \
 		linux-source-6.1 "linux-headers-$ABI-common" linux-kbuild-6.1 xz-utils make kmod \
 		dpkg apt coreutils util-linux
-}
-
-missing_packages() {
-	local p st
-	for p in $(host_packages); do
-		st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-		[[ $st == installed ]] || echo "$p"
-	done
 }
 
 install_packages() {
@@ -256,30 +237,6 @@ EOF
 }
 
 # --- setup -----------------------------------------------------------------
-
-declare -A MOD_SEEN=() MOD_FILE=()
-resolve_modules() {
-	local dir=$1 m f deps d
-	shift
-	if [[ ${#MOD_FILE[@]} -eq 0 ]]; then
-		for f in "$dir"/*.ko; do
-			m=$(basename "$f" .ko)
-			MOD_FILE[${m//-/_}]=$f
-		done
-	fi
-	for m in "$@"; do
-		m=${m//-/_}
-		[[ -z ${MOD_SEEN[$m]:-} ]] || continue
-		MOD_SEEN[$m]=1
-		f=${MOD_FILE[$m]:-}
-		[[ -n $f ]] || die "module $m not found in the kernel image"
-		deps=$(modinfo -F depends "$f")
-		for d in ${deps//,/ }; do
-			resolve_modules "$dir" "$d"
-		done
-		basename "$f"
-	done
-}
 
 # Copies the shared libraries ELF file $1 needs (DT_NEEDED, recursively) from
 # the unpacked root $2 into $3/lib/aarch64-linux-gnu.
@@ -465,10 +422,6 @@ do_setup() {
 }
 
 # --- run -------------------------------------------------------------------
-
-shquote() {
-	printf "'%s'" "${1//\'/\'\\\'\'}"
-}
 
 # The run's archive: /vuv/build/arm64/{vhost-user-video,tests/*} (what is
 # built of them), /vuv/tests/*.sh, and /vuv/cmd.sh running CMD in /vuv.

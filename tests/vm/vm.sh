@@ -20,6 +20,8 @@ set -euo pipefail
 # Bump whenever the cache layout, the guest /init or the module build changes.
 readonly FORMAT=3
 SELF_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=tests/vm/vmlib.sh
+. "$SELF_DIR/vmlib.sh"
 SELF="$SELF_DIR/$(basename -- "${BASH_SOURCE[0]}")"
 readonly SELF_DIR SELF
 
@@ -72,24 +74,10 @@ step() {
 
 # --- kernel version -------------------------------------------------------
 
-apt_updated=0
-apt_update() {
-	[[ $apt_updated -eq 0 ]] || return 0
-	note "running apt-get update"
-	timeout -k 10 600 apt-get -q -o DPkg::Lock::Timeout=120 update >&2 ||
-		die "apt-get update failed"
-	apt_updated=1
-}
-
 resolve_kver_once() {
 	timeout 60 apt-cache depends linux-image-amd64 2>/dev/null |
 		sed -n 's/^ *Depends: linux-image-\(6\.1\.[0-9][0-9]*-[0-9][0-9]*-amd64\)$/\1/p' |
 		head -n 1
-}
-
-# Changes whenever apt's package lists change.
-apt_lists_key() {
-	{ stat -c '%n %s %Y' /var/lib/apt/lists/*Packages* 2>/dev/null || true; } | cksum | cut -d' ' -f1
 }
 
 # --- Debian sid, through a scratch apt configuration ------------------------
@@ -198,14 +186,6 @@ host_packages() {
 	fi
 	echo qemu-system-x86 busybox-static cpio v4l-utils linux-source-6.1 \
 		"linux-headers-$KVER" xz-utils make gcc kmod dpkg apt coreutils util-linux
-}
-
-missing_packages() {
-	local p st
-	for p in $(host_packages); do
-		st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-		[[ $st == installed ]] || echo "$p"
-	done
 }
 
 install_packages() {
@@ -376,33 +356,6 @@ EOF
 }
 
 # --- setup -----------------------------------------------------------------
-
-# Prints the module file names (without directory) for the module names
-# given, dependencies first (what modprobe would load).  $1: the directory
-# holding all candidate .ko files.
-declare -A MOD_SEEN=() MOD_FILE=()
-resolve_modules() {
-	local dir=$1 m f deps d
-	shift
-	if [[ ${#MOD_FILE[@]} -eq 0 ]]; then
-		for f in "$dir"/*.ko; do
-			m=$(basename "$f" .ko)
-			MOD_FILE[${m//-/_}]=$f
-		done
-	fi
-	for m in "$@"; do
-		m=${m//-/_}
-		[[ -z ${MOD_SEEN[$m]:-} ]] || continue
-		MOD_SEEN[$m]=1
-		f=${MOD_FILE[$m]:-}
-		[[ -n $f ]] || die "module $m not found in the kernel image"
-		deps=$(modinfo -F depends "$f")
-		for d in ${deps//,/ }; do
-			resolve_modules "$dir" "$d"
-		done
-		basename "$f"
-	done
-}
 
 TMP_BUILD=
 TAR_PID=
@@ -661,11 +614,6 @@ do_setup() {
 }
 
 # --- run -------------------------------------------------------------------
-
-# Quotes $1 for a POSIX shell.
-shquote() {
-	printf "'%s'" "${1//\'/\'\\\'\'}"
-}
 
 do_run() {
 	local mplane=0 share='' limit=900 mem=1024
