@@ -595,9 +595,10 @@ static void res_free(struct vv_dev *d, struct vv_res *r)
  *
  * Per queue, chosen when its V4L2 buffers are allocated (choose_memory):
  * USERPTR on a linear view of each resource's guest pages (vu_view_new,
- * built at RESOURCE_CREATE and kept until the resource goes), DMABUF (a
- * hook: not built yet, so it falls back), or MMAP + copy. On a USERPTR queue
- * every V4L2 buffer also has bounce memory of its own (v4l2.c): a resource
+ * built at RESOURCE_CREATE and kept until the resource goes), DMABUF (one
+ * udmabuf per resource, CONFIG_VUV_DMABUF: res_dmabuf), or MMAP + copy.
+ * On a USERPTR queue every V4L2 buffer also has bounce memory of its own
+ * (v4l2.c): a resource
  * whose view is missing, stale (memory table changed) or laid out unlike
  * the codec's buffer is copied through it, exactly as on MMAP. The answer
  * to RESOURCE_QUEUE still waits for DQBUF: the guest sees no partial data.
