@@ -346,6 +346,7 @@ static int ref_view(const struct vu_seg *seg, unsigned n)
 	uint64_t total = 0, at, head, pg = S.pg, mend = 0;
 	const struct mregion *g, *mrg = NULL;
 	unsigned nmaps = 0;
+	bool wsealed = false;
 
 	for (unsigned i = 0; i < n; i++) {
 		if (!seg[i].len || wraps(seg[i].gpa, seg[i].len))
@@ -381,6 +382,8 @@ static int ref_view(const struct vu_seg *seg, unsigned n)
 				nmaps++;
 			mrg = g;
 			mend = (foff + chunk + pg - 1) / pg * pg;
+			/* every page of the chunk is mapped from g's file */
+			wsealed = wsealed || S.wsealed[g->file];
 			at += chunk;
 			gpa += chunk;
 			left -= chunk;
@@ -388,11 +391,7 @@ static int ref_view(const struct vu_seg *seg, unsigned n)
 	}
 	if (nmaps > VIEW_MAX_MAPS)
 		return -EMLINK;
-	for (unsigned i = 0; i < n; i++)	/* mmap: EPERM */
-		for (uint64_t k = 0; k < seg[i].len; k += pg)
-			if (S.wsealed[m_region_of(seg[i].gpa + k)->file])
-				return -EPERM;
-	return 0;
+	return wsealed ? -EPERM : 0;	/* a writable shared mmap of it */
 }
 
 /* The guest byte at gpa (in the model: it must be memory). */
