@@ -677,8 +677,11 @@ static void event_step(int forced_slot, short forced)
 					  .events = POLLPRI | (stream_wants_data(s) ? POLLIN | POLLOUT : 0) };
 		ss[n++] = s;
 	}
-	if (forced_slot < 0 && poll(pfd, n, 0) < 0)
-		fail("poll: %s", strerror(errno));
+	/* (libFuzzer's SIGALRM for -timeout can interrupt even a poll that
+	 * does not wait: ask again, as the event thread does) */
+	while (forced_slot < 0 && poll(pfd, n, 0) < 0)
+		if (errno != EINTR)
+			fail("poll: %s", strerror(errno));
 	for (unsigned k = 0; k < n; k++) {
 		short rev = forced_slot >= 0 ? forced : pfd[k].revents;
 
