@@ -7,11 +7,16 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <linux/videodev2.h>
 
 #include "config.h"
+#if CONFIG_VUV_DMABUF
+#include <linux/dma-buf.h>
+#include <linux/udmabuf.h>
+#endif
 #include "v4l2.h"
 
 _Static_assert(M2M_MAX_PLANES == VIDEO_MAX_PLANES, "plane count");
@@ -84,10 +89,14 @@ static void unmap_queue(struct m2m_ctx *ctx, enum m2m_queue q)
 		for (unsigned p = 0; p < M2M_MAX_PLANES; p++) {
 			struct m2m_plane_map *m = &ctx->map[q][i][p];
 
-			if (m->addr)
+			if (m->addr) {
 				munmap(m->addr, m->length);
-			m->addr = NULL;
-			m->length = 0;
+				if (m->memfd >= 0)
+					close(m->memfd);
+				if (m->dmabuf >= 0)
+					close(m->dmabuf);
+			}
+			*m = (struct m2m_plane_map){ NULL, 0, -1, -1, false };
 		}
 	}
 	ctx->nbufs[q] = 0;
@@ -432,6 +441,94 @@ out_close:
 
 /* ---- buffers -------------------------------------------------------------- */
 
+#if CONFIG_VUV_DMABUF
+/* Bounce memory of a DMABUF queue's buffer (CONFIG_VUV_DMABUF): the copy
+ * path needs memory the daemon can write and the codec can take as a
+ * dmabuf, so a plane gets a memfd of its length (sealed against shrinking,
+ * as udmabuf wants) mapped for the copies, and a udmabuf over it made the
+ * first time the buffer is queued without a dmabuf of the guest's (most
+ * buffers of such a queue never are: the pages stay unallocated). The CPU
+ * owns the memory between DQBUF and QBUF (DMA_BUF_IOCTL_SYNC START and
+ * END, which keep non-coherent Arm SoCs' caches right). */
+static int bounce_memfd(size_t len)
+{
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	int fd = memfd_create("vhost-user-video-bounce", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)((len + pg - 1) / pg * pg)) ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+static int cpu_sync(struct m2m_plane_map *m, bool cpu)
+{
+	struct dma_buf_sync sync = { (cpu ? DMA_BUF_SYNC_START : DMA_BUF_SYNC_END) |
+				     DMA_BUF_SYNC_RW };
+	int r = m->cpu == cpu ? 0 : xioctl(m->dmabuf, DMA_BUF_IOCTL_SYNC, &sync);
+
+	if (!r)
+		m->cpu = cpu;
+	return r;
+}
+
+/* The plane's bounce memory as a dmabuf, handed to the device: the dmabuf
+ * fd (kept by the plane) or -errno. */
+static int bounce_dmabuf(struct m2m_plane_map *m)
+{
+	static int udmabuf = -1;	/* /dev/udmabuf, opened once (command thread) */
+	struct udmabuf_create req = { .flags = UDMABUF_FLAGS_CLOEXEC };
+	struct stat st;
+	int r;
+
+	if (m->dmabuf < 0) {
+		if (udmabuf < 0 && (udmabuf = open("/dev/udmabuf", O_RDWR | O_CLOEXEC)) < 0)
+			return -errno;
+		if (fstat(m->memfd, &st))
+			return -errno;
+		req.memfd = (uint32_t)m->memfd;
+		req.size = (uint64_t)st.st_size;
+		r = ioctl(udmabuf, UDMABUF_CREATE, &req);
+		if (r < 0)
+			return -errno;
+		m->dmabuf = r;
+		close(m->memfd);	/* the dmabuf and the mapping hold it */
+		m->memfd = -1;
+		m->cpu = false;
+		r = cpu_sync(m, true);	/* what the CPU wrote before: kept */
+		if (r)
+			return r;
+	}
+	r = cpu_sync(m, false);
+	return r ? r : m->dmabuf;
+}
+#else
+static int bounce_memfd(size_t len)
+{
+	(void)len;
+	return -ENOTSUP;
+}
+
+static int bounce_dmabuf(struct m2m_plane_map *m)
+{
+	(void)m;
+	return -ENOTSUP;
+}
+
+static int cpu_sync(struct m2m_plane_map *m, bool cpu)
+{
+	(void)m;
+	(void)cpu;
+	return 0;
+}
+#endif
+
 static int map_buffer(struct m2m_ctx *ctx, enum m2m_queue q, unsigned index)
 {
 	struct v4l2_plane planes[M2M_MAX_PLANES];
@@ -458,15 +555,26 @@ static int map_buffer(struct m2m_ctx *ctx, enum m2m_queue q, unsigned index)
 	for (unsigned p = 0; p < n; p++) {
 		size_t len = ctx->mplane ? planes[p].length : b.length;
 		off_t off = ctx->mplane ? planes[p].m.mem_offset : b.m.offset;
-		/* bounce memory: pages only where the copy path writes */
-		void *a = own ? mmap(NULL, len, PROT_READ | PROT_WRITE,
-				     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-			      : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ctx->fd, off);
+		int memfd = ctx->mem[q] == M2M_MEM_DMABUF ? bounce_memfd(len) : -1;
+		void *a;
 
-		if (a == MAP_FAILED)
-			return -errno;
-		ctx->map[q][index][p].addr = a;
-		ctx->map[q][index][p].length = len;
+		if (memfd < -1)
+			return memfd;
+		/* bounce memory: pages only where the copy path writes */
+		if (memfd >= 0)
+			a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+		else if (own)
+			a = mmap(NULL, len, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		else
+			a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ctx->fd, off);
+		if (a == MAP_FAILED) {
+			r = -errno;
+			if (memfd >= 0)
+				close(memfd);
+			return r;
+		}
+		ctx->map[q][index][p] = (struct m2m_plane_map){ a, len, memfd, -1, true };
 	}
 	return 0;
 }
@@ -540,16 +648,21 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 	bool dma = CONFIG_VUV_DMABUF && ctx->mem[q] == M2M_MEM_DMABUF;
 	uintptr_t ptr[M2M_MAX_PLANES];
 	uint32_t len[M2M_MAX_PLANES];
+	int fd[M2M_MAX_PLANES];
 
 	if (mb->index >= ctx->nbufs[q] || (ctx->mem[q] == M2M_MEM_DMABUF && !dma))
 		return -EINVAL;
 	ns_to_timeval(mb->timestamp, &b.timestamp);
 	memset(planes, 0, sizeof(planes));
 	for (unsigned p = 0; p < ctx->num_planes[q]; p++) {
-		const struct m2m_plane_map *m = &ctx->map[q][mb->index][p];
+		struct m2m_plane_map *m = &ctx->map[q][mb->index][p];
+		bool own = user ? !mb->userptr[p] : !dma || mb->dmabuf[p] < 0;
 
-		ptr[p] = mb->userptr[p] ? mb->userptr[p] : (uintptr_t)m->addr;
-		len[p] = mb->userptr[p] || dma ? mb->length[p] : (uint32_t)m->length;
+		ptr[p] = own ? (uintptr_t)m->addr : mb->userptr[p];
+		len[p] = own ? (uint32_t)m->length : mb->length[p];
+		fd[p] = own ? -1 : mb->dmabuf[p];
+		if (dma && own && (fd[p] = bounce_dmabuf(m)) < 0)
+			return fd[p];
 	}
 	if (ctx->mplane) {
 		b.m.planes = planes;
@@ -560,14 +673,14 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 			if (user)
 				planes[p].m.userptr = ptr[p];
 			if (dma)
-				planes[p].m.fd = mb->dmabuf[p];
+				planes[p].m.fd = fd[p];
 		}
 	} else {
 		b.bytesused = mb->bytesused[0];
 		if (user)
 			b.m.userptr = ptr[0];
 		if (dma)
-			b.m.fd = mb->dmabuf[0];
+			b.m.fd = fd[0];
 		if (user || dma)
 			b.length = len[0];
 	}
@@ -609,6 +722,13 @@ int m2m_dqbuf(struct m2m_ctx *ctx, enum m2m_queue q, struct m2m_buf *mb)
 	}
 	if (mb->index >= ctx->nbufs[q])
 		return -EIO;	/* the driver returned a buffer we never mapped */
+	/* bounce memory the device had: the CPU's again, for the copy */
+	for (unsigned p = 0; p < ctx->num_planes[q]; p++) {
+		struct m2m_plane_map *m = &ctx->map[q][mb->index][p];
+
+		if (m->dmabuf >= 0 && (r = cpu_sync(m, true)))
+			return r;
+	}
 	return 0;
 }
 

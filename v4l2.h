@@ -95,16 +95,32 @@ struct m2m_buf {
 	uint32_t length[M2M_MAX_PLANES];
 	/* QBUF on a DMABUF queue: the dmabuf of each plane (its first length
 	 * bytes; vb2 puts a plane at the start of its dmabuf; data_offset is
-	 * not passed). The fds stay the caller's. */
+	 * not passed); -1 = the buffer's own bounce memory. The fds stay the
+	 * caller's. */
 	int dmabuf[M2M_MAX_PLANES];
 };
 
+/* A QBUF of the buffer's own memory on every plane (MMAP, or the bounce
+ * memory of a USERPTR or DMABUF queue): the copy path. */
+static inline void m2m_buf_own(struct m2m_buf *b)
+{
+	for (unsigned p = 0; p < M2M_MAX_PLANES; p++) {
+		b->userptr[p] = 0;
+		b->length[p] = 0;
+		b->dmabuf[p] = -1;
+	}
+}
+
 /* A buffer plane the daemon can copy through: a mapped MMAP plane, or on a
  * USERPTR queue the plane's own anonymous (bounce) memory, used when a QBUF
- * gives no user pointer for it. */
+ * gives no user pointer for it; on a DMABUF queue (CONFIG_VUV_DMABUF) a
+ * sealed memfd of the daemon's, made a udmabuf when first queued. */
 struct m2m_plane_map {
 	void *addr;
 	size_t length;
+	int memfd;			/* DMABUF bounce memory until its dmabuf exists, else -1 */
+	int dmabuf;			/* its udmabuf, -1 none yet */
+	bool cpu;			/* the CPU may access it (DMA_BUF_SYNC_START) */
 };
 
 struct m2m_ctx {

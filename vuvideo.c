@@ -719,9 +719,10 @@ static bool res_userptr(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
  * view's layout checks (res_userptr) decide where the planes go; vb2 puts
  * a DMABUF plane at the start of its dmabuf, so only layouts with every
  * V4L2 plane at offset 0 qualify (one memory plane, data at the start).
- * A DMABUF queue has no bounce memory: a resource that cannot be a dmabuf
- * is answered with an error, which is why the queue only takes this path
- * when every resource it has can. */
+ * A resource that cannot be a dmabuf (pieces not page-aligned, a layout
+ * unlike the codec's, memory not a sealed memfd, made after the queue
+ * chose DMABUF) is copied through the V4L2 buffer's own bounce memory, a
+ * udmabuf over a memfd of the daemon's (v4l2.c), as on MMAP. */
 static int res_dmabuf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r)
 {
 	const char *why = "";
@@ -756,17 +757,20 @@ static bool res_dmabuf_buf(struct vv_dev *d, struct vv_stream *s, struct vv_res 
 	return true;
 }
 
-static bool dmabuf_possible(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq)
+/* Some resource of the queue can be the codec's buffer as a dmabuf (the
+ * others are copied through bounce memory; with none, MMAP + copy does the
+ * same work without udmabufs). */
+static bool dmabuf_useful(struct vv_dev *d, struct vv_stream *s, enum m2m_queue mq)
 {
 	struct vv_queue *q = &s->q[mq];
 
 	for (unsigned i = 0; CONFIG_VUV_DMABUF && i < q->nres; i++) {
 		struct m2m_buf b = { 0 };
 
-		if (!res_dmabuf_buf(d, s, &q->res[i], mq, &b))
-			return false;
+		if (res_dmabuf_buf(d, s, &q->res[i], mq, &b))
+			return true;
 	}
-	return CONFIG_VUV_DMABUF && q->nres > 0;
+	return false;
 }
 
 /* Resource r as the codec's buffer itself on queue mq, by the queue's memory
@@ -810,17 +814,17 @@ static void choose_memory(struct vv_dev *d, struct vv_stream *s, enum m2m_queue 
 	if (d->memory == VV_MEM_MMAP)
 		return;
 	m2m_query_buf_caps(&s->m2m, mq, &caps);
-	if (d->memory == VV_MEM_DMABUF && dmabuf_possible(d, s, mq)) {
+	if (d->memory == VV_MEM_DMABUF && dmabuf_useful(d, s, mq)) {
 		*m = M2M_MEM_DMABUF;
 		*why = "--memory=dmabuf";
 	} else if (d->memory != VV_MEM_AUTO) {
 		*m = M2M_MEM_USERPTR;
 		*why = d->memory != VV_MEM_DMABUF ? "--memory=userptr" :
-		       CONFIG_VUV_DMABUF ? "--memory=dmabuf, not for every resource: the next path" :
+		       CONFIG_VUV_DMABUF ? "--memory=dmabuf, no resource can be one: the next path" :
 		       "--memory=dmabuf, not built: the next path";
 	} else if (!(caps & V4L2_BUF_CAP_SUPPORTS_USERPTR)) {
 		*why = "the driver offers no USERPTR";
-		if ((caps & V4L2_BUF_CAP_SUPPORTS_DMABUF) && dmabuf_possible(d, s, mq)) {
+		if ((caps & V4L2_BUF_CAP_SUPPORTS_DMABUF) && dmabuf_useful(d, s, mq)) {
 			*m = M2M_MEM_DMABUF;
 			*why = "the driver offers DMABUF";
 		}
@@ -1090,10 +1094,8 @@ static void dec_feed_src(struct vv_dev *d, struct vv_stream *s)
 		bool zc = !r->fed && res_zc(d, s, r, M2M_SRC, &b) && b.length[0] >= n;
 		int ret = 0;
 
-		if (!zc && s->m2m.mem[M2M_SRC] == M2M_MEM_DMABUF) {
-			ret = -ENOTSUP;	/* no bounce memory */
-		} else if (!zc) {
-			memset(b.userptr, 0, sizeof(b.userptr));
+		if (!zc) {
+			m2m_buf_own(&b);
 			if (n > m->length)
 				n = (uint32_t)m->length;
 			ret = res_copy(d, r, 0, (uint64_t)r->plane_offsets[0] + r->fed, m->addr, n,
@@ -1136,10 +1138,8 @@ static void enc_feed_src(struct vv_dev *d, struct vv_stream *s)
 		long ret = 0;
 
 		q->vbuf_zc[vb] = res_zc(d, s, r, M2M_SRC, &b);
-		if (!q->vbuf_zc[vb] && s->m2m.mem[M2M_SRC] == M2M_MEM_DMABUF) {
-			ret = -ENOTSUP;	/* no bounce memory */
-		} else if (!q->vbuf_zc[vb]) {
-			memset(b.userptr, 0, sizeof(b.userptr));
+		if (!q->vbuf_zc[vb]) {
+			m2m_buf_own(&b);
 			ret = copy_frame(d, s, r, M2M_SRC, (unsigned)vb, false);
 		}
 
@@ -1200,9 +1200,8 @@ static void feed_dst(struct vv_dev *d, struct vv_stream *s)
 		b.index = (uint32_t)vb;
 		q->vbuf_zc[vb] = res_zc(d, s, r, M2M_DST, &b);
 		if (!q->vbuf_zc[vb])
-			memset(b.userptr, 0, sizeof(b.userptr));
-		ret = q->vbuf_zc[vb] || s->m2m.mem[M2M_DST] != M2M_MEM_DMABUF ?
-		      m2m_qbuf(&s->m2m, M2M_DST, &b) : -ENOTSUP;
+			m2m_buf_own(&b);
+		ret = m2m_qbuf(&s->m2m, M2M_DST, &b);
 		if (ret) {
 			vu_log(VU_WARN, "stream %u: QBUF capture: %s", s->id, strerror(-ret));
 			res_done(d, s, r, true, 0, VIRTIO_VIDEO_BUFFER_FLAG_ERR, 0);
