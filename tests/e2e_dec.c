@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -332,6 +333,16 @@ static int t_scattered_per_plane_hd(void)
 	struct vvdec_opts o = { .scatter = true, .per_plane = true };
 
 	return decode_one("hd", &o, NULL);
+}
+
+/* Every other resource of both queues 512 bytes into its first page: on a
+ * DMABUF queue those are copied through the V4L2 buffer's bounce memory,
+ * the others go zero-copy (vm-dmabuf.sh checks the daemon did both). */
+static int t_mixed(void)
+{
+	struct vvdec_opts o = { .mixed = true };
+
+	return decode_one("vga", &o, NULL);
 }
 
 static int t_garbage(void)
@@ -898,6 +909,23 @@ static const struct corrupt corrupts[] = {
 	{ "cgarble", 29, 1 }, { "ctrunc", 28, 1 }, { "csmall", 15, 15 }, { "chuge", 25, 1 },
 };
 
+/* Those counts are vicodec's on Linux 6.1 (Debian bookworm's, the test VMs'
+ * kernel on x86-64 and arm64). Another kernel's vicodec may fail a damaged
+ * frame differently (Debian sid's 7.2, make check-dmabuf: v4l2-ctl's decode
+ * of ctrunc ends after 5 frames), so the corrupt cases run only on 6.1 and
+ * are skipped, saying so, elsewhere. */
+static const char *corrupt_skip(void)
+{
+	static char why_not[160];
+	struct utsname u;
+
+	if (uname(&u) == 0 && !strncmp(u.release, "6.1.", 4))
+		return NULL;
+	snprintf(why_not, sizeof(why_not), "the frame counts are vicodec's on Linux 6.1 "
+		 "(measured), this is %s", uname(&u) == 0 ? u.release : "?");
+	return why_not;
+}
+
 static void put_be32(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)(v >> 24);
@@ -1073,6 +1101,7 @@ int main(void)
 		{ "resolution change: two events, frames and timestamps", t_resolution_change_counted },
 		{ "scattered pages over both regions (NON_CONTIG)", t_scattered },
 		{ "scattered per-plane output at 1080p", t_scattered_per_plane_hd },
+		{ "mixed: every other resource starts inside a page", t_mixed },
 		{ "garbage after the frame, data_sizes set right", t_garbage },
 		{ "indirect descriptors, no EVENT_IDX, ADD_MEM_REG", t_indirect_no_event_idx },
 		{ "two streams decoding concurrently", t_two_streams },
@@ -1110,7 +1139,7 @@ int main(void)
 	    make_clip("d48", 640, 480, 48, 6) || ref_decode("d48", YU12(640, 480, 48)) ||
 	    sh("cat %s/vga.fwht %s/p720.fwht > %s/change.fwht", work, work, work) ||
 	    ref_decode("change", YU12(640, 480, 30) + YU12(1280, 720, 6)) ||
-	    make_corrupt_clips()) {
+	    (!corrupt_skip() && make_corrupt_clips())) {
 		printf("FAIL preparing test content: %s\n", why);
 		printf("0 passed, 1 failed\n");
 		return 1;
@@ -1121,8 +1150,14 @@ int main(void)
 	suite.dir = work;
 	suite.name = "daemon";
 	suite.args = getenv("VUV_DAEMON_ARGS") ? getenv("VUV_DAEMON_ARGS") : "-v";
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		tsuite_case(&suite, cases[i].name, cases[i].fn);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool corrupt = !strncmp(cases[i].name, "corrupt FWHT", 12);
+
+		if (corrupt && corrupt_skip())
+			tsuite_skip(&suite, cases[i].name, corrupt_skip());
+		else
+			tsuite_case(&suite, cases[i].name, cases[i].fn);
+	}
 	tsuite_stop(&suite, 5000);
 	return tsuite_end(&suite);
 }

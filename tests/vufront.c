@@ -319,14 +319,21 @@ void *vuf_va(struct vuf *v, uint64_t gpa)
 
 int vuf_alloc_contig(struct vuf *v, size_t len, int region, struct vuf_sglist *out)
 {
+	return vuf_alloc_contig_at(v, len, region, 0, out);
+}
+
+int vuf_alloc_contig_at(struct vuf *v, size_t len, int region, size_t skip,
+			struct vuf_sglist *out)
+{
 	uint64_t gpa;
 
 	memset(out, 0, sizeof(*out));
-	if (!len || len > UINT32_MAX)
-		return vuf_fail(v, -EINVAL, "bad buffer length %zu", len);
-	gpa = vuf_alloc(v, len, VUF_PAGE, region);
+	if (!len || len > UINT32_MAX || skip >= VUF_PAGE)
+		return vuf_fail(v, -EINVAL, "bad buffer length %zu (+%zu)", len, skip);
+	gpa = vuf_alloc(v, len + skip, VUF_PAGE, region);
 	if (!gpa)
 		return -ENOMEM;
+	gpa += skip;
 	out->e = malloc(sizeof(*out->e));
 	if (!out->e)
 		return vuf_fail(v, -ENOMEM, "out of memory");

@@ -192,6 +192,9 @@ struct vuf_sglist {
 
 /* One contiguous entry of len bytes in region. */
 int vuf_alloc_contig(struct vuf *v, size_t len, int region, struct vuf_sglist *out);
+/* The same, starting skip bytes (< a page) into a page. */
+int vuf_alloc_contig_at(struct vuf *v, size_t len, int region, size_t skip,
+			struct vuf_sglist *out);
 /* len bytes as 4 KiB pages alternating between the regions, no two pages
  * adjacent in guest-physical space (the last page may be short). */
 int vuf_alloc_scattered(struct vuf *v, size_t len, struct vuf_sglist *out);

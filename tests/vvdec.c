@@ -182,7 +182,7 @@ static int alloc_sg(struct vvdec *d, size_t len, int region, struct vuf_sglist *
 {
 	if (d->o.scatter)
 		return vuf_alloc_scattered(d->v, len, sg);
-	return vuf_alloc_contig(d->v, len, region, sg);
+	return vuf_alloc_contig_at(d->v, len, region, d->o.mixed && region == 1 ? 512 : 0, sg);
 }
 
 static void res_release(struct vres *r)

@@ -45,6 +45,9 @@ struct vvdec_opts {
 	unsigned n_out_extra;		/* output resources beyond min_buffers (default 2) */
 	bool scatter;			/* page-sized entries over both regions (NON_CONTIG) */
 	bool per_plane;			/* PER_PLANE output resources */
+	bool mixed;			/* the resources in region 1 (every other one) start
+					 * 512 bytes into a page: a USERPTR view takes them,
+					 * a dmabuf cannot (copied on a DMABUF queue) */
 	size_t garbage;			/* bytes of junk after each frame in its buffer */
 	int seek_after;			/* > 0: after this many output frames, QUEUE_CLEAR
 					 * the input and continue at frame seek_to */
