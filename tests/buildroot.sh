@@ -14,7 +14,8 @@
 #
 # Prints PASS/FAIL lines and "N passed, M failed". Needs (installed when
 # root): python3-magic flake8 shellcheck, and for the build rsync and
-# Buildroot's host tools, the cross toolchain of tests/cross.sh.
+# Buildroot's host tools, qemu-user-static, the cross toolchain of
+# tests/cross.sh.
 # VUV_BR_BUILD=0: check-package only. VUV_BR_TARBALL overrides the snapshot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,9 @@ if [ "$build" = 1 ]; then
 	for p in rsync bc cpio unzip file patch perl wget g++; do
 		command -v $p >/dev/null 2>&1 || need+=("$p")
 	done
+	# the binary runs under qemu-user (tests/cross.sh installs it too, but
+	# is skipped when the cross gcc is already there)
+	command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 fi
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
