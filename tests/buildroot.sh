@@ -9,11 +9,13 @@
 #   1. utils/check-package on every file of the package and the tree;
 #   2. make vhost-user-video for aarch64 (musl, external toolchain), full
 #      build: the installed files, the binary runs under qemu-user;
-#   3. the BR2 sub-options reach the project's Kconfig: decoder only.
+#   3. the BR2 sub-options reach the project's Kconfig: decoder only, then
+#      decoder only with DMABUF (CONFIG_VUV_DMABUF, /dev/udmabuf in the binary).
 #
 # Prints PASS/FAIL lines and "N passed, M failed". Needs (installed when
 # root): python3-magic flake8 shellcheck, and for the build rsync and
-# Buildroot's host tools, the cross toolchain of tests/cross.sh.
+# Buildroot's host tools, qemu-user-static, the cross toolchain of
+# tests/cross.sh.
 # VUV_BR_BUILD=0: check-package only. VUV_BR_TARBALL overrides the snapshot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +44,9 @@ if [ "$build" = 1 ]; then
 	for p in rsync bc cpio unzip file patch perl wget g++; do
 		command -v $p >/dev/null 2>&1 || need+=("$p")
 	done
+	# the binary runs under qemu-user (tests/cross.sh installs it too, but
+	# is skipped when the cross gcc is already there)
+	command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 fi
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
@@ -225,6 +230,9 @@ check "the Buildroot binary runs (qemu-user, staging as root): both roles" sh -c
 	 tr -d ' \n' | grep -q '\"features\":\\[\"decoder\",\"encoder\"\\]'"
 check "legal-info names the license: MIT, LICENSE" sh -c \
 	"grep -q 'VHOST_USER_VIDEO_LICENSE = MIT' contrib/buildroot/package/vhost-user-video/vhost-user-video.mk"
+check "default: CONFIG_VUV_DMABUF off in the package's .config, no /dev/udmabuf in the binary" sh -c \
+	"grep -q '^# CONFIG_VUV_DMABUF is not set' '$out/build/vhost-user-video-0.1.0/.config' &&
+	 ! grep -qF /dev/udmabuf '$tgt/usr/bin/vhost-user-video'"
 
 echo "=== Buildroot: BR2_PACKAGE_VHOST_USER_VIDEO_ENCODER=n -> CONFIG_VUV_ENCODER off"
 sed -i 's/^BR2_PACKAGE_VHOST_USER_VIDEO_ENCODER=y/# BR2_PACKAGE_VHOST_USER_VIDEO_ENCODER is not set/' "$out/.config"
@@ -239,6 +247,27 @@ check "the package's .config has CONFIG_VUV_ENCODER off, the decoder on" sh -c \
 check "the installed binary serves only the decoder" sh -c \
 	"qemu-aarch64-static -L '$out/staging' '$tgt/usr/bin/vhost-user-video' --print-capabilities |
 	 tr -d ' \n' | grep -q '\"features\":\\[\"decoder\"\\]'"
-echo "buildroot: $(( $(date +%s) - t0 )) s for both builds"
+
+echo "=== Buildroot: BR2_PACKAGE_VHOST_USER_VIDEO_DMABUF=y -> CONFIG_VUV_DMABUF on"
+t2=$(date +%s)
+sed -i '/^\(# \)\?BR2_PACKAGE_VHOST_USER_VIDEO_DMABUF\>/d' "$out/.config"
+echo 'BR2_PACKAGE_VHOST_USER_VIDEO_DMABUF=y' >>"$out/.config"
+set +e
+brmake olddefconfig >>"$out/build.log" 2>&1 && brmake vhost-user-video-reconfigure >"$out/build-dma.log" 2>&1
+rc=$?
+set -e
+check "Buildroot keeps BR2_PACKAGE_VHOST_USER_VIDEO_DMABUF=y (olddefconfig)" \
+	grep -q '^BR2_PACKAGE_VHOST_USER_VIDEO_DMABUF=y' "$out/.config"
+check "vhost-user-video-reconfigure with DMABUF on builds ($(( $(date +%s) - t2 )) s)" test $rc = 0
+check "the package's .config has CONFIG_VUV_DMABUF=y, CONFIG_VUV_ZERO_COPY=y, the encoder still off" sh -c \
+	"grep -q '^CONFIG_VUV_DMABUF=y' '$out/build/vhost-user-video-0.1.0/.config' &&
+	 grep -q '^CONFIG_VUV_ZERO_COPY=y' '$out/build/vhost-user-video-0.1.0/.config' &&
+	 grep -q '^# CONFIG_VUV_ENCODER is not set' '$out/build/vhost-user-video-0.1.0/.config'"
+check "the installed binary has the udmabuf path (/dev/udmabuf)" \
+	grep -qF /dev/udmabuf "$tgt/usr/bin/vhost-user-video"
+check "the DMABUF binary runs (qemu-user) and serves only the decoder" sh -c \
+	"qemu-aarch64-static -L '$out/staging' '$tgt/usr/bin/vhost-user-video' --print-capabilities |
+	 tr -d ' \n' | grep -q '\"features\":\\[\"decoder\"\\]'"
+echo "buildroot: $(( $(date +%s) - t0 )) s for the three builds"
 echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
 [ "$TOTAL_FAIL" = 0 ]

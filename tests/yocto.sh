@@ -5,9 +5,9 @@
 # --sysroot=${STAGING_DIR_TARGET}, poky's default CFLAGS/LDFLAGS (FORTIFY,
 # -Werror=format-security, -z relro -z now, --as-needed), S/B/D/WORKDIR, the
 # standard paths. Twice: DISTRO_FEATURES sysvinit with both roles, and
-# systemd with PACKAGECONFIG = "decoder". Checks the installed file list,
-# that nothing is stripped (Yocto's already-stripped QA), that LDFLAGS were
-# used (BIND_NOW), and that the roles follow PACKAGECONFIG.
+# systemd with PACKAGECONFIG = "decoder dmabuf". Checks the installed file
+# list, that nothing is stripped (Yocto's already-stripped QA), that LDFLAGS
+# were used (BIND_NOW), and that the roles and DMABUF follow PACKAGECONFIG.
 # The compiler is the host's gcc with qemux86-64's tune flags: the point is
 # the recipe and the Makefile under bitbake's variables, not the target.
 set -euo pipefail
@@ -63,10 +63,13 @@ check "both roles (PACKAGECONFIG decoder encoder)" sh -c \
 	"$img/usr/bin/vhost-user-video --print-capabilities | tr -d ' \n' | grep -q '\"features\":\\[\"decoder\",\"encoder\"\\]'"
 check "the init script's paths are the recipe's" sh -c \
 	"grep -q '^BIN=\"/usr/bin/\$DAEMON\"' $img/etc/init.d/vhost-user-video"
+check ".config: CONFIG_VUV_DMABUF off (not in the default); no /dev/udmabuf in the binary" sh -c \
+	"grep -q '^# CONFIG_VUV_DMABUF is not set' $w/sysv/git/.config &&
+	 ! grep -qF /dev/udmabuf $img/usr/bin/vhost-user-video"
 
-echo "=== Yocto recipe: DISTRO_FEATURES=systemd, PACKAGECONFIG = decoder"
+echo "=== Yocto recipe: DISTRO_FEATURES=systemd, PACKAGECONFIG = decoder dmabuf"
 check "do_configure, do_compile, do_install run" run_recipe systemd \
-	"DISTRO_FEATURES=acl ipv6 systemd" "PACKAGECONFIG=decoder"
+	"DISTRO_FEATURES=acl ipv6 systemd" "PACKAGECONFIG=decoder dmabuf"
 img=$w/systemd/image
 check "installed: the daemon, the man page, the three units, /etc/default" sh -c \
 	"[ \"$(files "$img" 2>/dev/null)\" = './etc/default/vhost-user-video ./usr/bin/vhost-user-video ./usr/lib/systemd/system/vhost-user-video.service ./usr/lib/systemd/system/vhost-user-video.socket ./usr/lib/systemd/system/vhost-user-video@.service ./usr/share/man/man8/vhost-user-video.8 ' ]"
@@ -76,5 +79,8 @@ check "the units run /usr/bin/vhost-user-video" sh -c \
 check ".config: CONFIG_VUV_ENCODER off; the binary serves only the decoder" sh -c \
 	"grep -q '^# CONFIG_VUV_ENCODER is not set' $w/systemd/git/.config &&
 	 $img/usr/bin/vhost-user-video --print-capabilities | tr -d ' \n' | grep -q '\"features\":\\[\"decoder\"\\]'"
+check ".config: CONFIG_VUV_DMABUF=y (PACKAGECONFIG dmabuf); /dev/udmabuf in the binary" sh -c \
+	"grep -q '^CONFIG_VUV_DMABUF=y' $w/systemd/git/.config &&
+	 grep -qF /dev/udmabuf $img/usr/bin/vhost-user-video"
 echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
 [ "$TOTAL_FAIL" = 0 ]

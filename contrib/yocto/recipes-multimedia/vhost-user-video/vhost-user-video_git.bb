@@ -21,6 +21,11 @@ inherit update-rc.d systemd
 PACKAGECONFIG ??= "decoder encoder"
 PACKAGECONFIG[decoder] = "CONFIG_VUV_DECODER=y,CONFIG_VUV_DECODER=n"
 PACKAGECONFIG[encoder] = "CONFIG_VUV_ENCODER=y,CONFIG_VUV_ENCODER=n"
+# DMABUF from guest memory (/dev/udmabuf), not in the default: about 2.6 KiB.
+# For decoders that take only MMAP/DMABUF (Qualcomm Venus, MediaTek, Raspberry
+# Pi); needs a host kernel with CONFIG_UDMABUF and QEMU guest memory from
+# memory-backend-memfd. CONFIG_VUV_ZERO_COPY, which it needs, is on by default.
+PACKAGECONFIG[dmabuf] = "CONFIG_VUV_DMABUF=y,CONFIG_VUV_DMABUF=n"
 
 # CC/CFLAGS/LDFLAGS as bitbake sets them (CC carries --sysroot and the
 # machine flags); ours come first, these after. STATIC=0: linking is the
