@@ -34,6 +34,14 @@ br=$cache/$id
 tc=$cache/toolchain-aarch64-musl
 out=$cache/out-aarch64
 mkdir -p "$cache"
+# One run at a time per cache: each starts by removing $out, so a second
+# run (another checkout, a helper, CI beside a developer) would pull the
+# first one's build from under it. Wait for the other to finish.
+exec 9>"$cache/.lock"
+if ! flock -n 9; then
+	echo "buildroot: another run uses $cache; waiting for it"
+	flock 9
+fi
 
 need=()
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
