@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <linux/videodev2.h>
@@ -79,6 +78,7 @@ int m2m_open(struct m2m_ctx *ctx, const char *path, bool mplane)
 {
 	memset(ctx, 0, sizeof(*ctx));
 	set_types(ctx, mplane);
+	ctx->bounce_fd[M2M_SRC] = ctx->bounce_fd[M2M_DST] = -1;
 	ctx->fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	return ctx->fd < 0 ? -errno : 0;
 }
@@ -91,14 +91,16 @@ static void unmap_queue(struct m2m_ctx *ctx, enum m2m_queue q)
 
 			if (m->addr) {
 				munmap(m->addr, m->length);
-				if (m->memfd >= 0)
-					close(m->memfd);
 				if (m->dmabuf >= 0)
 					close(m->dmabuf);
 			}
-			*m = (struct m2m_plane_map){ NULL, 0, -1, -1, false };
+			*m = (struct m2m_plane_map){ NULL, 0, 0, -1, false };
 		}
 	}
+	if (ctx->bounce_fd[q] >= 0)
+		close(ctx->bounce_fd[q]);
+	ctx->bounce_fd[q] = -1;
+	ctx->bounce_len[q] = 0;
 	ctx->nbufs[q] = 0;
 }
 
@@ -442,29 +444,37 @@ out_close:
 /* ---- buffers -------------------------------------------------------------- */
 
 #if CONFIG_VUV_DMABUF
-/* Bounce memory of a DMABUF queue's buffer (CONFIG_VUV_DMABUF): the copy
- * path needs memory the daemon can write and the codec can take as a
- * dmabuf, so a plane gets a memfd of its length (sealed against shrinking,
- * as udmabuf wants) mapped for the copies, and a udmabuf over it made the
- * first time the buffer is queued without a dmabuf of the guest's (most
- * buffers of such a queue never are: the pages stay unallocated). The CPU
- * owns the memory between DQBUF and QBUF (DMA_BUF_IOCTL_SYNC START and
- * END, which keep non-coherent Arm SoCs' caches right). */
-static int bounce_memfd(size_t len)
+/* Bounce memory of a DMABUF queue (CONFIG_VUV_DMABUF): the copy path needs
+ * memory the daemon can write and the codec can take as a dmabuf. The
+ * queue's buffers get one memfd of the daemon's, each plane at its own
+ * page-aligned offset, mapped for the copies and sealed against shrinking
+ * and growing once the queue is allocated (udmabuf wants F_SEAL_SHRINK); a
+ * plane becomes a udmabuf the first time its buffer is queued without a
+ * dmabuf of the guest's (most buffers of such a queue never are, and their
+ * pages are never allocated). The CPU owns the memory between DQBUF and
+ * QBUF (DMA_BUF_IOCTL_SYNC START and END, which keep the caches of
+ * non-coherent Arm SoCs right). */
+static int bounce_alloc(struct m2m_ctx *ctx, enum m2m_queue q, size_t len, uint64_t *off)
 {
-	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-	int fd = memfd_create("vhost-user-video-bounce", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE), size = (len + pg - 1) / pg * pg;
 
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)((len + pg - 1) / pg * pg)) ||
-	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
-		int e = errno;
-
-		close(fd);
-		return -e;
+	if (ctx->bounce_fd[q] < 0) {
+		ctx->bounce_fd[q] = memfd_create("vhost-user-video-bounce",
+						 MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (ctx->bounce_fd[q] < 0)
+			return -errno;
 	}
-	return fd;
+	*off = ctx->bounce_len[q];
+	if (ftruncate(ctx->bounce_fd[q], (off_t)(*off + size)))
+		return -errno;
+	ctx->bounce_len[q] = *off + size;
+	return ctx->bounce_fd[q];
+}
+
+static int bounce_seal(struct m2m_ctx *ctx, enum m2m_queue q)
+{
+	return ctx->bounce_fd[q] < 0 || !fcntl(ctx->bounce_fd[q], F_ADD_SEALS, F_SEAL_SHRINK |
+					       F_SEAL_GROW | F_SEAL_SEAL) ? 0 : -errno;
 }
 
 static int cpu_sync(struct m2m_plane_map *m, bool cpu)
@@ -478,30 +488,27 @@ static int cpu_sync(struct m2m_plane_map *m, bool cpu)
 	return r;
 }
 
-/* The plane's bounce memory as a dmabuf, handed to the device: the dmabuf
- * fd (kept by the plane) or -errno. */
-static int bounce_dmabuf(struct m2m_plane_map *m)
+/* Plane m's bounce memory as a dmabuf, handed to the device: the dmabuf fd
+ * (kept by the plane) or -errno. */
+static int bounce_dmabuf(struct m2m_ctx *ctx, enum m2m_queue q, struct m2m_plane_map *m)
 {
 	static int udmabuf = -1;	/* /dev/udmabuf, opened once (command thread) */
-	struct udmabuf_create req = { .flags = UDMABUF_FLAGS_CLOEXEC };
-	struct stat st;
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	struct udmabuf_create req = {
+		.memfd = (uint32_t)ctx->bounce_fd[q], .flags = UDMABUF_FLAGS_CLOEXEC,
+		.offset = m->off, .size = (m->length + pg - 1) / pg * pg,
+	};
 	int r;
 
 	if (m->dmabuf < 0) {
 		if (udmabuf < 0 && (udmabuf = open("/dev/udmabuf", O_RDWR | O_CLOEXEC)) < 0)
 			return -errno;
-		if (fstat(m->memfd, &st))
-			return -errno;
-		req.memfd = (uint32_t)m->memfd;
-		req.size = (uint64_t)st.st_size;
 		r = ioctl(udmabuf, UDMABUF_CREATE, &req);
 		if (r < 0)
 			return -errno;
 		m->dmabuf = r;
-		close(m->memfd);	/* the dmabuf and the mapping hold it */
-		m->memfd = -1;
 		m->cpu = false;
-		r = cpu_sync(m, true);	/* what the CPU wrote before: kept */
+		r = cpu_sync(m, true);	/* (the first START maps it: what the CPU wrote is kept) */
 		if (r)
 			return r;
 	}
@@ -509,22 +516,27 @@ static int bounce_dmabuf(struct m2m_plane_map *m)
 	return r ? r : m->dmabuf;
 }
 #else
-static int bounce_memfd(size_t len)
+static int bounce_alloc(struct m2m_ctx *ctx, enum m2m_queue q, size_t len, uint64_t *off)
 {
-	(void)len;
+	(void)ctx, (void)q, (void)len, (void)off;
 	return -ENOTSUP;
 }
 
-static int bounce_dmabuf(struct m2m_plane_map *m)
+static int bounce_seal(struct m2m_ctx *ctx, enum m2m_queue q)
 {
-	(void)m;
+	(void)ctx, (void)q;
+	return 0;
+}
+
+static int bounce_dmabuf(struct m2m_ctx *ctx, enum m2m_queue q, struct m2m_plane_map *m)
+{
+	(void)ctx, (void)q, (void)m;
 	return -ENOTSUP;
 }
 
 static int cpu_sync(struct m2m_plane_map *m, bool cpu)
 {
-	(void)m;
-	(void)cpu;
+	(void)m, (void)cpu;
 	return 0;
 }
 #endif
@@ -555,26 +567,23 @@ static int map_buffer(struct m2m_ctx *ctx, enum m2m_queue q, unsigned index)
 	for (unsigned p = 0; p < n; p++) {
 		size_t len = ctx->mplane ? planes[p].length : b.length;
 		off_t off = ctx->mplane ? planes[p].m.mem_offset : b.m.offset;
-		int memfd = ctx->mem[q] == M2M_MEM_DMABUF ? bounce_memfd(len) : -1;
+		uint64_t boff = 0;
 		void *a;
 
-		if (memfd < -1)
-			return memfd;
 		/* bounce memory: pages only where the copy path writes */
-		if (memfd >= 0)
-			a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-		else if (own)
+		if (ctx->mem[q] == M2M_MEM_DMABUF) {
+			if ((r = bounce_alloc(ctx, q, len, &boff)) < 0)
+				return r;
+			a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, r, (off_t)boff);
+		} else if (own) {
 			a = mmap(NULL, len, PROT_READ | PROT_WRITE,
 				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		else
+		} else {
 			a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ctx->fd, off);
-		if (a == MAP_FAILED) {
-			r = -errno;
-			if (memfd >= 0)
-				close(memfd);
-			return r;
 		}
-		ctx->map[q][index][p] = (struct m2m_plane_map){ a, len, memfd, -1, true };
+		if (a == MAP_FAILED)
+			return -errno;
+		ctx->map[q][index][p] = (struct m2m_plane_map){ a, len, boff, -1, true };
 	}
 	return 0;
 }
@@ -602,12 +611,13 @@ int m2m_alloc_buffers(struct m2m_ctx *ctx, enum m2m_queue q, unsigned *count)
 	ctx->buf_caps[q] = rb.capabilities;
 	if (rb.count > M2M_MAX_BUFFERS)
 		return -ENOMEM;	/* cannot happen with count <= VIDEO_MAX_FRAME */
-	for (unsigned i = 0; i < rb.count; i++) {
+	for (unsigned i = 0; i < rb.count && !r; i++)
 		r = map_buffer(ctx, q, i);
-		if (r) {
-			unmap_queue(ctx, q);
-			return r;
-		}
+	if (!r)
+		r = bounce_seal(ctx, q);
+	if (r) {
+		unmap_queue(ctx, q);
+		return r;
 	}
 	ctx->nbufs[q] = rb.count;
 	*count = rb.count;
@@ -661,7 +671,7 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 		ptr[p] = own ? (uintptr_t)m->addr : mb->userptr[p];
 		len[p] = own ? (uint32_t)m->length : mb->length[p];
 		fd[p] = own ? -1 : mb->dmabuf[p];
-		if (dma && own && (fd[p] = bounce_dmabuf(m)) < 0)
+		if (dma && own && (fd[p] = bounce_dmabuf(ctx, q, m)) < 0)
 			return fd[p];
 	}
 	if (ctx->mplane) {

@@ -113,14 +113,14 @@ static inline void m2m_buf_own(struct m2m_buf *b)
 
 /* A buffer plane the daemon can copy through: a mapped MMAP plane, or on a
  * USERPTR queue the plane's own anonymous (bounce) memory, used when a QBUF
- * gives no user pointer for it; on a DMABUF queue (CONFIG_VUV_DMABUF) a
- * sealed memfd of the daemon's, made a udmabuf when first queued. */
+ * gives no user pointer for it; on a DMABUF queue (CONFIG_VUV_DMABUF) its
+ * part of the queue's sealed memfd, made a udmabuf when first queued. */
 struct m2m_plane_map {
 	void *addr;
 	size_t length;
-	int memfd;			/* DMABUF bounce memory until its dmabuf exists, else -1 */
-	int dmabuf;			/* its udmabuf, -1 none yet */
-	bool cpu;			/* the CPU may access it (DMA_BUF_SYNC_START) */
+	uint64_t off;			/* DMABUF: where in the queue's bounce_fd */
+	int dmabuf;			/* DMABUF: its udmabuf, -1 none yet */
+	bool cpu;			/* DMABUF: the CPU may access it (DMA_BUF_SYNC_START) */
 };
 
 struct m2m_ctx {
@@ -132,6 +132,8 @@ struct m2m_ctx {
 	struct m2m_plane_map map[2][M2M_MAX_BUFFERS][M2M_MAX_PLANES];
 	uint32_t buf_caps[2];		/* V4L2_BUF_CAP_* from REQBUFS */
 	enum m2m_memory mem[2];		/* memory of the buffers (m2m_alloc_buffers) */
+	int bounce_fd[2];		/* DMABUF: the buffers' bounce memfd, -1 none */
+	uint64_t bounce_len[2];		/* its size */
 	bool streaming[2];
 };
 
