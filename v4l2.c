@@ -492,7 +492,7 @@ static int cpu_sync(struct m2m_plane_map *m, bool cpu)
  * (kept by the plane) or -errno. */
 static int bounce_dmabuf(struct m2m_ctx *ctx, enum m2m_queue q, struct m2m_plane_map *m)
 {
-	static int udmabuf = -1;	/* /dev/udmabuf, opened once (command thread) */
+	static int udmabuf = -1;	/* /dev/udmabuf, opened once (QBUF: under the device lock) */
 	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
 	struct udmabuf_create req = {
 		.memfd = (uint32_t)ctx->bounce_fd[q], .flags = UDMABUF_FLAGS_CLOEXEC,
@@ -732,12 +732,13 @@ int m2m_dqbuf(struct m2m_ctx *ctx, enum m2m_queue q, struct m2m_buf *mb)
 	}
 	if (mb->index >= ctx->nbufs[q])
 		return -EIO;	/* the driver returned a buffer we never mapped */
-	/* bounce memory the device had: the CPU's again, for the copy */
+	/* bounce memory the device had: the CPU's again, for the copy (a
+	 * failed sync cannot undo the DQBUF: the buffer is the caller's) */
 	for (unsigned p = 0; p < ctx->num_planes[q]; p++) {
 		struct m2m_plane_map *m = &ctx->map[q][mb->index][p];
 
-		if (m->dmabuf >= 0 && (r = cpu_sync(m, true)))
-			return r;
+		if (m->dmabuf >= 0)
+			(void)cpu_sync(m, true);
 	}
 	return 0;
 }
