@@ -14,7 +14,7 @@
 # the machine's own apt setup alone; vicodec is built for it out of tree with
 # the host's gcc. See doc/dmabuf.md.
 #
-# See tests/vm/README.md.
+# See README.md, "The test VM" (commands, cache, timings).
 set -euo pipefail
 
 # Bump whenever the cache layout, the guest /init or the module build changes.
