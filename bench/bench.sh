@@ -14,8 +14,8 @@ rounds=${VUV_BENCH_ROUNDS:-3}
 # utime and stime of a process, in ticks. Both: vicodec codes inside the
 # QBUF that makes a job ready (m2m device_run), so the daemon's system time
 # holds codec work too; its user time is its own (the copies).
-utime() { awk '{print $14}' /proc/$1/stat; }
-stime() { awk '{print $15}' /proc/$1/stat; }
+utime() { awk '{print $14}' /proc/"$1"/stat; }
+stime() { awk '{print $15}' /proc/"$1"/stat; }
 
 # The memory paths compared: one daemon each (--memory=PATH), side by side
 # (not -v: logging every command would weigh on the zero-copy CPU figures;
@@ -30,35 +30,35 @@ bench_job() {
 	declare -A pid best u0 s0
 	if [ "$kind" = decode ]; then
 		node=$VICODEC_DEC ext=yuv
-		build/tests/vuvideo-front gen $W $H $N $w/raw.yu12
-		v4l2-ctl -d "$VICODEC_ENC" --set-fmt-video-out=width=$W,height=$H,pixelformat=YU12 \
-			--set-selection-output=target=crop,width=$W,height=$H \
+		build/tests/vuvideo-front gen "$W" "$H" "$N" $w/raw.yu12
+		v4l2-ctl -d "$VICODEC_ENC" --set-fmt-video-out=width="$W",height="$H",pixelformat=YU12 \
+			--set-selection-output=target=crop,width="$W",height="$H" \
 			--stream-out-mmap --stream-mmap --stream-from $w/raw.yu12 --stream-to $w/clip.fwht >/dev/null 2>&1
 		rm -f $w/raw.yu12
 	else
 		node=$VICODEC_ENC ext=fwht
-		build/tests/vuvideo-front gen $W $H $N $w/raw.yu12
+		build/tests/vuvideo-front gen "$W" "$H" "$N" $w/raw.yu12
 	fi
 	for m in $paths; do
-		./vhost-user-video --socket-path=$w/$m.sock --v4l2-device="$node" --memory=$m \
-			2>$w/daemon-$kind-$m.log &
+		./vhost-user-video --socket-path="$w/$m.sock" --v4l2-device="$node" --memory="$m" \
+			2>"$w/daemon-$kind-$m.log" &
 		pid[$m]=$!
 		best[$m]=0
-		u0[$m]=$(utime ${pid[$m]})
-		s0[$m]=$(stime ${pid[$m]})
+		u0[$m]=$(utime "${pid[$m]}")
+		s0[$m]=$(stime "${pid[$m]}")
 	done
 	# The reference: two direct runs that agree (on a loaded machine
 	# v4l2-ctl's select() timeout can end a run short).
-	direct $kind "$node" $W $H $w/ref.$ext
+	direct "$kind" "$node" "$W" "$H" $w/ref.$ext
 	for ((r = 0; r < 5; r++)); do
-		direct $kind "$node" $W $H $w/direct.$ext
+		direct "$kind" "$node" "$W" "$H" $w/direct.$ext
 		cmp -s $w/ref.$ext $w/direct.$ext && break
 		mv $w/direct.$ext $w/ref.$ext
 	done
 	for ((r = 0; r < rounds; r++)); do
 		local t0 t1
 		t0=$(date +%s%N)
-		direct $kind "$node" $W $H $w/direct.$ext
+		direct "$kind" "$node" "$W" "$H" $w/direct.$ext
 		t1=$(date +%s%N)
 		d=$(awk "BEGIN{printf \"%.2f\", $N*1e9/($t1-$t0)}")
 		if cmp -s $w/ref.$ext $w/direct.$ext; then
@@ -68,10 +68,10 @@ bench_job() {
 		fi
 		for m in $paths; do
 			if [ "$kind" = decode ]; then
-				t=$(build/tests/vuvideo-front --socket $w/$m.sock decode --quiet $w/clip.fwht $w/through.$ext |
+				t=$(build/tests/vuvideo-front --socket "$w/$m.sock" decode --quiet $w/clip.fwht $w/through.$ext |
 					awk '/frames\/s/{print $(NF-1)}')
 			else
-				t=$(build/tests/vuvideo-front --socket $w/$m.sock encode --quiet $W $H $w/raw.yu12 $w/through.$ext |
+				t=$(build/tests/vuvideo-front --socket "$w/$m.sock" encode --quiet "$W" "$H" $w/raw.yu12 $w/through.$ext |
 					awk '/frames\/s/{print $(NF-1)}')
 			fi
 			cmp -s $w/ref.$ext $w/through.$ext ||
@@ -79,14 +79,14 @@ bench_job() {
 			awk "BEGIN{exit !($t > ${best[$m]})}" && best[$m]=$t
 		done
 	done
-	printf "%-10s %6d %10s" "${W}x$H" $N "$best_d"
+	printf "%-10s %6d %10s" "${W}x$H" "$N" "$best_d"
 	for m in $paths; do
 		local u1 s1 hwm
-		u1=$(utime ${pid[$m]})
-		s1=$(stime ${pid[$m]})
-		hwm=$(awk '/VmHWM/{print $2}' /proc/${pid[$m]}/status)
-		kill -TERM ${pid[$m]}
-		wait ${pid[$m]}
+		u1=$(utime "${pid[$m]}")
+		s1=$(stime "${pid[$m]}")
+		hwm=$(awk '/VmHWM/{print $2}' /proc/"${pid[$m]}"/status)
+		kill -TERM "${pid[$m]}"
+		wait "${pid[$m]}"
 		printf " | %7s %5s %6s %6s %7s" "${best[$m]}" "$(awk "BEGIN{printf \"%.2f\", ${best[$m]}/$best_d}")" \
 			"$(awk "BEGIN{printf \"%.1f\", (${u1}-${u0[$m]})*1000/$hz/($N*$rounds)}")" \
 			"$(awk "BEGIN{printf \"%.1f\", (${s1}-${s0[$m]})*1000/$hz/($N*$rounds)}")" "$hwm"
@@ -120,9 +120,9 @@ echo "per path: frames/s through the daemon, ratio to direct v4l2-ctl, the daemo
 echo "system CPU ms per frame (system time includes vicodec coding inside its QBUFs), peak RSS"
 echo "decode (outputs compared byte for byte with the direct decode):"
 header
-bench_job decode 640 480 ${VUV_BENCH_FRAMES_VGA:-120}
-bench_job decode 1920 1080 ${VUV_BENCH_FRAMES_HD:-24}
+bench_job decode 640 480 "${VUV_BENCH_FRAMES_VGA:-120}"
+bench_job decode 1920 1080 "${VUV_BENCH_FRAMES_HD:-24}"
 echo "encode (bitstreams compared byte for byte with the direct encode):"
 header
-bench_job encode 640 480 ${VUV_BENCH_FRAMES_VGA_ENC:-60}
-bench_job encode 1920 1080 ${VUV_BENCH_FRAMES_HD_ENC:-12}
+bench_job encode 640 480 "${VUV_BENCH_FRAMES_VGA_ENC:-60}"
+bench_job encode 1920 1080 "${VUV_BENCH_FRAMES_HD_ENC:-12}"
