@@ -64,10 +64,10 @@ queue_memory() {
 
 # dmabuf_probe KIND W H: the job once through a -v daemon on --memory=dmabuf
 # (the measured daemon runs without -v, like the others), output compared
-# with the reference; its log must show both queues on DMABUF. Sets dma_note
-# when they were not, dma_why to the log lines that say why. (node and ext
-# are bench_job's.)
-dma_note='' dma_why=''
+# with the reference; its log must show both queues on DMABUF. Sets dma_ok
+# (1 when they were), dma_note to what it found and dma_why to the log lines
+# that say why not. (node and ext are bench_job's.)
+dma_ok=0 dma_note='' dma_why=''
 dmabuf_probe() {
 	local kind=$1 W=$2 H=$3 log=$w/daemon-$1-$2x$3-dmabuf-v.log got pid rc=0
 	$dma_daemon -v --socket-path=$w/probe.sock --v4l2-device="$node" --memory=dmabuf 2>"$log" &
@@ -88,10 +88,10 @@ dmabuf_probe() {
 	got=$(queue_memory "$log")
 	got=${got% }
 	if [ "$got" = "input=dmabuf output=dmabuf" ]; then
-		dma_note=
+		dma_ok=1 dma_note="dmabuf checked: its -v probe run had $got"
 	else
 		dma_note="--memory=dmabuf FELL BACK at ${W}x$H $kind: $got; the dmabuf column of this row is that path, NOT DMABUF"
-		dma_why=$(grep -E "memory: |no dmabuf: " "$log" | head -n 6 | sed 's/^/    -v: /')
+		dma_why=$({ grep -m 6 -E "memory: |no dmabuf: " "$log" || true; } | sed 's/^/    -v: /')
 	fi
 }
 
@@ -128,7 +128,7 @@ bench_job() {
 		cmp -s $w/ref.$ext $w/direct.$ext && break
 		mv $w/direct.$ext $w/ref.$ext
 	done
-	dma_note='' dma_why=''
+	dma_ok=0 dma_note='' dma_why=''
 	if [[ " $paths " == *" dmabuf "* ]]; then
 		dmabuf_probe "$kind" "$W" "$H"
 	fi
@@ -164,10 +164,14 @@ bench_job() {
 		hwm=$(awk '/VmHWM/{print $2}' /proc/"${pid[$m]}"/status)
 		# the measured DMABUF daemon made dmabufs too: it keeps /dev/udmabuf
 		# open from the first one on
-		if [ "$m" = dmabuf ] && [ -z "$dma_note" ]; then
+		if [ "$m" = dmabuf ] && [ $dma_ok = 1 ]; then
 			udm=$(find /proc/"${pid[$m]}"/fd -lname /dev/udmabuf 2>/dev/null | wc -l)
-			[ "$udm" -gt 0 ] ||
+			if [ "$udm" -gt 0 ]; then
+				dma_note+=", the measured daemon has /dev/udmabuf open"
+			else
 				dma_note="the measured --memory=dmabuf daemon never opened /dev/udmabuf at ${W}x$H $kind: NOT DMABUF"
+				dma_why="    (its -v probe run had both queues on DMABUF)"
+			fi
 		fi
 		kill -TERM "${pid[$m]}"
 		wait "${pid[$m]}"
