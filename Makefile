@@ -341,6 +341,20 @@ bench:
 	$(Q)tests/vm/vm.sh run -- bench/bench.sh
 	$(Q)tests/vm/vm.sh run --multiplanar -- bench/bench.sh
 
+# The same with a third daemon on DMABUF (build/dma, --memory=dmabuf, the
+# frontend's memfds sealed) in the Debian sid kernel VM, which has
+# /dev/udmabuf (as make check-dmabuf). vm.sh hands every VUV_* variable to
+# the guest: VUV_BENCH_PATHS, VUV_BENCH_ROUNDS=1 for a shorter run. Under
+# TCG on a busy machine a run takes longer than vm.sh's default 900 s.
+BENCH_TIMEOUT ?= 3600
+bench-dmabuf:
+	$(Q)tests/deps.sh
+	$(Q)$(MAKE) --no-print-directory dmabuf-build $(DAEMON) $(B)/tests/vuvideo-front
+	$(Q)VUV_BENCH_PATHS="$(or $(VUV_BENCH_PATHS),mmap userptr dmabuf)" VUV_VM_KERNEL=sid \
+		tests/vm/vm.sh run --timeout $(BENCH_TIMEOUT) -- bench/bench.sh
+	$(Q)VUV_BENCH_PATHS="$(or $(VUV_BENCH_PATHS),mmap userptr dmabuf)" VUV_VM_KERNEL=sid \
+		tests/vm/vm.sh run --multiplanar --timeout $(BENCH_TIMEOUT) -- bench/bench.sh
+
 # ---- configuration targets ---------------------------------------------------
 defconfig:
 	$(Q)$(KCONFIG_AWK) -v mode=config Kconfig /dev/null > $(KCONFIG_CONFIG)
@@ -438,7 +452,8 @@ help:
 	@echo "  check-arm      e2e decoder + encoder tests with the aarch64 daemon in an arm64 vicodec VM (TCG)"
 	@echo "  check-dmabuf   DMABUF from guest memory on vicodec, in a Debian sid kernel VM"
 	@echo "  demo           decode a clip through the daemon on vicodec in the test VM"
-	@echo "  bench          decode throughput through the daemon vs v4l2-ctl directly"
+	@echo "  bench          decode/encode throughput through the daemon (MMAP, USERPTR) vs v4l2-ctl directly"
+	@echo "  bench-dmabuf   the same with DMABUF too, in the Debian sid kernel VM (/dev/udmabuf)"
 	@echo "  fuzz           libFuzzer on each target for FUZZ_SECONDS=$(FUZZ_SECONDS) (clang)"
 	@echo "  fuzz-ci        libFuzzer on a fixed number of inputs per target, seed FUZZ_SEED (CI)"
 	@echo "  fuzz-seeds     regenerate the seed corpora in tests/fuzz/corpus"
@@ -456,7 +471,7 @@ help:
 	@echo "  savedefconfig  write the options that differ from the defaults to ./defconfig"
 	@echo "  menuconfig     interactive (kconfig-mconf or python3 -m menuconfig)"
 
-.PHONY: FORCE all tests trimmed dmabuf-build tests-asan check check-unit check-guest check-arm arm64-tests check-dmabuf demo bench fuzz fuzz-ci \
+.PHONY: FORCE all tests trimmed dmabuf-build tests-asan check check-unit check-guest check-arm arm64-tests check-dmabuf demo bench bench-dmabuf fuzz fuzz-ci \
 	fuzz-seeds size defconfig olddefconfig savedefconfig menuconfig install install-qemu-json \
 	install-sysv install-systemd install-strip uninstall clean distclean help
 
