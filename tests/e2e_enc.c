@@ -110,7 +110,6 @@ static int make_clip(const struct clip *c)
 	 * STOP race above is much more frequent. */
 	for (int attempt = 1; attempt <= 5 && r; attempt++) {
 		struct vvdec_clip fc;
-		FILE *f;
 
 		if (v4l2ctl(log, fwht, 0, "-d %s --set-fmt-video-out=width=%u,height=%u,"
 			    "pixelformat=YU12 --set-selection-output=target=crop,width=%u,height=%u "
@@ -123,11 +122,9 @@ static int make_clip(const struct clip *c)
 		if (r) {
 			printf("  note: v4l2-ctl encoded %u of %u frames; again\n", fc.nframes,
 			       c->n + REF_EXTRA);
-		} else if (!(f = fopen(fwht, "wb")) ||
-			   fwrite(fc.data, 1, fc.off[c->n - 1] + fc.size[c->n - 1], f) !=
-			   fc.off[c->n - 1] + fc.size[c->n - 1] || fclose(f)) {
-			vvdec_clip_free(&fc);
-			return failf("cannot write %s", fwht);
+		} else if (truncate(fwht, (off_t)(fc.off[c->n - 1] + fc.size[c->n - 1]))) {
+			vvdec_clip_free(&fc);	/* the clip's frames: the file up to frame n's end */
+			return failf("cannot truncate %s: %s", fwht, strerror(errno));
 		}
 		vvdec_clip_free(&fc);
 	}
