@@ -258,18 +258,19 @@ static const char *vq_name(enum m2m_queue q)
 	return q == M2M_SRC ? "input" : "output";
 }
 
-/* virtio format <-> V4L2 fourcc, as the Linux guest driver maps them. */
+/* virtio format <-> V4L2 fourcc, as the Linux guest driver maps them; the
+ * raw ones in the order an encoder's first raw format is picked (enc_init). */
 static const struct {
 	uint32_t virtio;
 	uint32_t fourcc;
-	unsigned color_planes;
-	const char *name;
+	uint8_t color_planes;
+	char name[9];
 } formats[] = {
+	{ VIRTIO_VIDEO_FORMAT_YUV420, V4L2_PIX_FMT_YUV420, 3, "YUV420" },
+	{ VIRTIO_VIDEO_FORMAT_NV12, V4L2_PIX_FMT_NV12, 2, "NV12" },
+	{ VIRTIO_VIDEO_FORMAT_YVU420, V4L2_PIX_FMT_YVU420, 3, "YVU420" },
 	{ VIRTIO_VIDEO_FORMAT_ARGB8888, V4L2_PIX_FMT_ARGB32, 1, "ARGB8888" },
 	{ VIRTIO_VIDEO_FORMAT_BGRA8888, V4L2_PIX_FMT_ABGR32, 1, "BGRA8888" },
-	{ VIRTIO_VIDEO_FORMAT_NV12, V4L2_PIX_FMT_NV12, 2, "NV12" },
-	{ VIRTIO_VIDEO_FORMAT_YUV420, V4L2_PIX_FMT_YUV420, 3, "YUV420" },
-	{ VIRTIO_VIDEO_FORMAT_YVU420, V4L2_PIX_FMT_YVU420, 3, "YVU420" },
 	{ VIRTIO_VIDEO_FORMAT_MPEG2, V4L2_PIX_FMT_MPEG2, 1, "MPEG2" },
 	{ VIRTIO_VIDEO_FORMAT_MPEG4, V4L2_PIX_FMT_MPEG4, 1, "MPEG4" },
 	{ VIRTIO_VIDEO_FORMAT_H264, V4L2_PIX_FMT_H264, 1, "H264" },
@@ -280,8 +281,14 @@ static const struct {
 };
 #define NFORMATS (sizeof(formats) / sizeof(formats[0]))
 
+/* The multi-memory-plane fourccs (a V4L2 memory plane per colour plane, all
+ * MediaTek's encoder takes) are the same virtio formats as their one-plane
+ * twins: NM12 is NV12, YM12 YUV420, YM21 YVU420. */
 static int fmt_by_fourcc(uint32_t fourcc)
 {
+	fourcc = fourcc == V4L2_PIX_FMT_NV12M ? V4L2_PIX_FMT_NV12
+		 : fourcc == V4L2_PIX_FMT_YUV420M ? V4L2_PIX_FMT_YUV420
+		 : fourcc == V4L2_PIX_FMT_YVU420M ? V4L2_PIX_FMT_YVU420 : fourcc;
 	for (unsigned i = 0; i < NFORMATS; i++)
 		if (formats[i].fourcc == fourcc)
 			return (int)i;
@@ -294,6 +301,22 @@ static int fmt_by_virtio(uint32_t f)
 		if (formats[i].virtio == f)
 			return (int)i;
 	return -1;
+}
+
+/* The device's fourcc for virtio format f on queue q (NV12 before NV12M),
+ * or 0 when it offers none. */
+static uint32_t offered_fourcc(const struct m2m_info *in, enum m2m_queue q, uint32_t f)
+{
+	uint32_t got = 0;
+
+	for (unsigned i = 0; i < in->nfmt[q]; i++) {
+		uint32_t c = in->fmt[q][i].pixfmt;
+		int fi = fmt_by_fourcc(c);
+
+		if (fi >= 0 && formats[fi].virtio == f && (!got || c == formats[fi].fourcc))
+			got = c;
+	}
+	return got;
 }
 
 static const char *virtio_fmt_name(uint32_t f)
@@ -926,12 +949,19 @@ static size_t build_caps(struct vv_dev *d, enum m2m_queue q, uint32_t stream_id,
 
 	if (!h)
 		return 0;
+	/* One descriptor per virtio format: of a device's NV12 and NV12M, the
+	 * one offered_fourcc gives */
 	for (int qq = 0; qq < 2; qq++) {
 		int n = 0;
 
-		for (unsigned i = 0; i < in->nfmt[qq]; i++)
-			vidx[qq][i] = (fmt_by_fourcc(in->fmt[qq][i].pixfmt) >= 0 &&
+		for (unsigned i = 0; i < in->nfmt[qq]; i++) {
+			uint32_t f = in->fmt[qq][i].pixfmt;
+			int fi = fmt_by_fourcc(f);
+
+			vidx[qq][i] = (fi >= 0 && offered_fourcc(in, (enum m2m_queue)qq,
+								 formats[fi].virtio) == f &&
 				       n < VIRTIO_VIDEO_MAX_FORMAT_DESCS) ? n++ : -1;
+		}
 	}
 	for (unsigned i = 0; i < in->nfmt[q] && !b.full; i++) {
 		const struct m2m_format *f = &in->fmt[q][i];
@@ -939,6 +969,7 @@ static size_t build_caps(struct vv_dev *d, enum m2m_queue q, uint32_t stream_id,
 		struct virtio_video_format_desc *fd;
 		uint64_t mask = 0;
 		unsigned nframes = sf->nsizes ? sf->nsizes : 0;
+		uint32_t vf;
 
 		if (vidx[q][i] < 0)
 			continue;
@@ -949,10 +980,10 @@ static size_t build_caps(struct vv_dev *d, enum m2m_queue q, uint32_t stream_id,
 		if (!fd)
 			break;
 		fd->mask = htole64(mask);
-		fd->format = htole32(formats[fmt_by_fourcc(f->pixfmt)].virtio);
+		vf = formats[fmt_by_fourcc(f->pixfmt)].virtio;
+		fd->format = htole32(vf);
 		fd->planes_layout = htole32(VIRTIO_VIDEO_PLANES_LAYOUT_SINGLE_BUFFER |
-					    (is_coded(formats[fmt_by_fourcc(f->pixfmt)].virtio)
-					     ? 0 : VIRTIO_VIDEO_PLANES_LAYOUT_PER_PLANE));
+					    (is_coded(vf) ? 0 : VIRTIO_VIDEO_PLANES_LAYOUT_PER_PLANE));
 		fd->plane_align = htole32(1);
 		for (unsigned k = 0; k < nframes; k++) {
 			const struct m2m_frmsize *z = &sf->sizes[k];
@@ -1934,7 +1965,7 @@ static int dec_init(struct vv_stream *s, uint32_t coded)
 }
 
 /* dev-encoder.rst, Initialization: the coded format on CAPTURE first, then a
- * raw format the codec pairs with it on OUTPUT (YUV420 if it can), then the
+ * raw format the codec has on OUTPUT (YUV420 if it can), then the
  * crop of the visible area. The guest refines both with SET_PARAMS. */
 static int enc_init(struct vv_dev *d, struct vv_stream *s, uint32_t coded)
 {
@@ -1945,12 +1976,9 @@ static int enc_init(struct vv_dev *d, struct vv_stream *s, uint32_t coded)
 
 	if (!r && pix.pixfmt != coded)
 		r = -EINVAL;
-	for (unsigned i = 0; i < d->info.nfmt[M2M_SRC] && !r; i++) {
-		uint32_t f = d->info.fmt[M2M_SRC][i].pixfmt;
-
-		if (fmt_by_fourcc(f) >= 0 && (!raw || f == V4L2_PIX_FMT_YUV420))
-			raw = f;
-	}
+	for (unsigned i = 0; i < NFORMATS && !raw; i++)	/* YU12, YM12, NV12, ... */
+		if (!is_coded(formats[i].virtio))
+			raw = offered_fourcc(&d->info, M2M_SRC, formats[i].virtio);
 	if (!r && !raw)
 		r = -EINVAL;
 	if (!r) {
@@ -2476,7 +2504,8 @@ static void apply_params(struct vv_dev *d, struct vv_stream *s, const struct vv_
 
 	if (m2m_get_fmt(&s->m2m, v->q, &pix))
 		return;
-	pix.pixfmt = formats[fmt_by_virtio(v->format)].fourcc;
+	/* (one the device lacks: 0, which S_FMT makes the device's default) */
+	pix.pixfmt = offered_fourcc(&d->info, v->q, v->format);
 	/* the side whose size the guest decides: raw for encoders, coded for decoders */
 	if (is_encoder(d) == raw && v->width && v->height) {
 		pix.width = v->width;
@@ -2786,13 +2815,16 @@ static int cmd_set_control(struct vv_dev *d, struct vv_req *q, struct vu_chain *
 
 struct vv_cmd {
 	const char *name;
-	size_t len;		/* exact request size; 0: the parser checks it */
 	int (*parse)(const uint8_t *req, size_t len, struct vv_req *r);
 	int (*fn)(struct vv_dev *d, struct vv_req *q, struct vu_chain *c, struct vv_out *out);
+	uint16_t len;		/* exact request size; 0: the parser checks it */
 	bool needs_stream;
 };
 
-#define CMD(c, n, l, p, f, s) [CMD_INDEX(VIRTIO_VIDEO_CMD_##c)] = { n, l, p, f, s }
+_Static_assert(sizeof(struct virtio_video_set_params_ext) <= UINT16_MAX, "vv_cmd.len");
+#define CMD(c, n, l, p, f, s)								\
+	[CMD_INDEX(VIRTIO_VIDEO_CMD_##c)] = { .name = n, .len = l, .parse = p, .fn = f,	\
+					      .needs_stream = s }
 
 /* The dispatch table is the map of the protocol. */
 static const struct vv_cmd cmds[CMD_COUNT] = {
@@ -2855,8 +2887,8 @@ static void dispatch(struct vv_dev *d, struct vu_chain *c)
 	}
 	vu_log(VU_DEBUG, "stream %u: %s", q.stream_id, cmd->name);
 	if (cmd->len && len != cmd->len) {
-		vu_log(VU_WARN, "stream %u: %s of %zu bytes, expected %zu", q.stream_id, cmd->name,
-		       len, cmd->len);
+		vu_log(VU_WARN, "stream %u: %s of %zu bytes, expected %u", q.stream_id, cmd->name,
+		       len, (unsigned)cmd->len);
 		r = -EINVAL;
 	} else if (cmd->needs_stream && !(q.s = stream_find(d, q.stream_id))) {
 		vu_log(VU_WARN, "%s for unknown stream %u", cmd->name, q.stream_id);

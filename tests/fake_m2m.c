@@ -6,12 +6,18 @@
  * tested on a host without V4L2.
  *
  * Device paths: "fake:decoder" or "fake:encoder", optionally followed by
- * ":mplane" (V4L2_CAP_VIDEO_M2M_MPLANE). Anything else: -ENOENT.
+ * ":mplane" (V4L2_CAP_VIDEO_M2M_MPLANE), optionally followed by
+ * ":mem-planes" (the raw formats are YUV420M and NV12M, one memory plane
+ * per colour plane, as MediaTek's encoder offers them) or ":both-planes"
+ * (YUV420, NV12, YUV420M and NV12M, as Wave5 offers them; there the decoder
+ * seeds a YM12/NM12 frame with its own fourcc, so that a test sees which
+ * one the daemon chose). Anything else: -ENOENT.
  *
  * The codec is tests/fake_codec.h. The behaviour modelled is what
  * dev-decoder.rst, dev-encoder.rst, vb2 and the v4l2-mem2mem draining
  * helpers (v4l2_update_last_buf_state & co.) do:
- *  - formats FWHT (coded) and YU12/NV12 (raw, one memory plane); S_FMT
+ *  - formats FWHT (coded) and YU12/NV12 (raw, one memory plane), or with
+ *    :mem-planes YM12/NM12 (the same bytes, split at the colour planes); S_FMT
  *    adjusts, -EBUSY once buffers exist; G/S_SELECTION (decoder COMPOSE,
  *    encoder CROP); G/S_PARM (encoder only); controls MIN_BUFFERS_FOR_*,
  *    GOP_SIZE and FORCE_KEY_FRAME (encoder); no BITRATE & co.
@@ -74,6 +80,9 @@
 #define FK_MIN_DIM 16u
 #define FK_MAX_DIM 4096u
 
+/* The raw formats: one memory plane, :mem-planes, :both-planes */
+enum fk_planes { FK_ONE_PLANE, FK_MEM_PLANES, FK_BOTH_PLANES };
+
 struct fk_buf {
 	bool queued;			/* owned by the driver (ready or done) */
 	uint32_t flags;
@@ -100,6 +109,7 @@ struct fk_ctx {
 	int fd, peer;
 	enum m2m_role role;
 	bool mplane;
+	enum fk_planes planes;		/* :mem-planes, :both-planes */
 	struct fk_queue q[2];
 	bool sub_src_change, sub_eos;
 	uint32_t ev[FK_MAX_EVENTS];
@@ -145,7 +155,8 @@ static unsigned fk_opens;		/* contexts opened, for ctx=K */
 
 /* ---- path, formats ------------------------------------------------------- */
 
-static int parse_path(const char *path, enum m2m_role *role, bool *mplane)
+static int parse_path(const char *path, enum m2m_role *role, bool *mplane,
+		      enum fk_planes *planes)
 {
 	const char *rest;
 
@@ -161,13 +172,31 @@ static int parse_path(const char *path, enum m2m_role *role, bool *mplane)
 	} else {
 		return -ENOENT;
 	}
-	*mplane = !strcmp(rest, ":mplane");
+	*planes = !strcmp(rest, ":mplane:mem-planes") ? FK_MEM_PLANES
+		  : !strcmp(rest, ":mplane:both-planes") ? FK_BOTH_PLANES : FK_ONE_PLANE;
+	*mplane = *planes != FK_ONE_PLANE || !strcmp(rest, ":mplane");
 	return *mplane || !*rest ? 0 : -ENOENT;
 }
 
-static bool is_raw(uint32_t f)
+/* The one-memory-plane format of the same bytes: what the codec seeds and
+ * hashes with, so that YM12 decodes and encodes exactly as YU12. */
+static uint32_t base_fourcc(uint32_t f)
 {
-	return f == V4L2_PIX_FMT_YUV420 || f == V4L2_PIX_FMT_NV12;
+	return f == V4L2_PIX_FMT_NV12M ? V4L2_PIX_FMT_NV12
+	       : f == V4L2_PIX_FMT_YUV420M ? V4L2_PIX_FMT_YUV420 : f;
+}
+
+/* A raw format of this device, or what S_FMT makes of another: the
+ * default, YUV420 (YUV420M with :mem-planes). */
+static uint32_t raw_fourcc(uint32_t f, enum fk_planes planes)
+{
+	bool m = f != base_fourcc(f);
+	bool nv12 = base_fourcc(f) == V4L2_PIX_FMT_NV12;
+
+	if (planes == FK_BOTH_PLANES || m == (planes == FK_MEM_PLANES))
+		return nv12 || base_fourcc(f) == V4L2_PIX_FMT_YUV420 ? f
+		       : m ? V4L2_PIX_FMT_YUV420M : V4L2_PIX_FMT_YUV420;
+	return planes == FK_MEM_PLANES ? V4L2_PIX_FMT_YUV420M : V4L2_PIX_FMT_YUV420;
 }
 
 static uint32_t clampu(uint32_t v, uint32_t lo, uint32_t hi)
@@ -176,18 +205,32 @@ static uint32_t clampu(uint32_t v, uint32_t lo, uint32_t hi)
 }
 
 /* The layout of a raw format of visible size w x h. */
-static void raw_layout(struct m2m_pix *p, uint32_t fourcc, uint32_t w, uint32_t h)
+static void raw_layout(struct m2m_pix *p, uint32_t fourcc, uint32_t w, uint32_t h,
+		       enum fk_planes planes)
 {
 	uint32_t cw = fk_align(clampu(w, FK_MIN_DIM, FK_MAX_DIM));
 	uint32_t ch = fk_align(clampu(h, FK_MIN_DIM, FK_MAX_DIM));
 
 	memset(p, 0, sizeof(*p));
-	p->pixfmt = is_raw(fourcc) ? fourcc : V4L2_PIX_FMT_YUV420;
+	p->pixfmt = raw_fourcc(fourcc, planes);
 	p->width = cw;
 	p->height = ch;
 	p->num_planes = 1;
 	p->bytesperline[0] = cw;
 	p->sizeimage[0] = cw * ch * 3 / 2;
+	if (p->pixfmt == V4L2_PIX_FMT_NV12M) {
+		p->num_planes = 2;
+		p->sizeimage[0] = cw * ch;
+		p->bytesperline[1] = cw;
+		p->sizeimage[1] = cw * ch / 2;
+	} else if (p->pixfmt == V4L2_PIX_FMT_YUV420M) {
+		p->num_planes = 3;
+		p->sizeimage[0] = cw * ch;
+		for (unsigned i = 1; i < 3; i++) {
+			p->bytesperline[i] = cw / 2;
+			p->sizeimage[i] = cw / 2 * (ch / 2);
+		}
+	}
 }
 
 static void coded_layout(struct m2m_pix *p, uint32_t w, uint32_t h, uint32_t sizeimage)
@@ -338,8 +381,9 @@ int m2m_open(struct m2m_ctx *ctx, const char *path, bool mplane)
 	struct fk_ctx *c;
 	enum m2m_role role;
 	bool mp;
+	enum fk_planes planes;
 	const char *faults = getenv("VUV_FAKE_FAULTS");
-	int r = parse_path(path, &role, &mp);
+	int r = parse_path(path, &role, &mp, &planes);
 
 	memset(ctx, 0, sizeof(*ctx));
 	ctx->fd = -1;
@@ -363,6 +407,7 @@ int m2m_open(struct m2m_ctx *ctx, const char *path, bool mplane)
 	}
 	c->role = role;
 	c->mplane = mplane;
+	c->planes = planes;
 	c->last_src = -1;
 	c->gop = 10;
 	c->w = 640;
@@ -383,9 +428,9 @@ int m2m_open(struct m2m_ctx *ctx, const char *path, bool mplane)
 	c->strict = getenv("VUV_FAKE_STRICT") && atoi(getenv("VUV_FAKE_STRICT"));
 	if (role == M2M_ROLE_DECODER) {
 		coded_layout(&c->q[M2M_SRC].pix, 640, 480, 0);
-		raw_layout(&c->q[M2M_DST].pix, V4L2_PIX_FMT_YUV420, 640, 480);
+		raw_layout(&c->q[M2M_DST].pix, V4L2_PIX_FMT_YUV420, 640, 480, planes);
 	} else {
-		raw_layout(&c->q[M2M_SRC].pix, V4L2_PIX_FMT_YUV420, 640, 480);
+		raw_layout(&c->q[M2M_SRC].pix, V4L2_PIX_FMT_YUV420, 640, 480, planes);
 		coded_layout(&c->q[M2M_DST].pix, 640, 480, 0);
 	}
 	c->rect = (struct m2m_rect){ 0, 0, 640, 480 };
@@ -621,7 +666,7 @@ static void dec_set_size(struct fk_ctx *c, uint32_t w, uint32_t h)
 
 	c->w = w;
 	c->h = h;
-	raw_layout(&d->pix, d->pix.pixfmt, w, h);
+	raw_layout(&d->pix, d->pix.pixfmt, w, h, c->planes);
 	coded_layout(&c->q[M2M_SRC].pix, w, h, c->q[M2M_SRC].pix.sizeimage[0]);
 	c->rect = (struct m2m_rect){ 0, 0, w, h };
 }
@@ -631,18 +676,23 @@ static void dec_frame(struct fk_ctx *c)
 	struct fk_queue *d = &c->q[M2M_DST];
 	unsigned idx = ready_pop(d);
 	struct fk_buf *b = &d->b[idx];
-	uint32_t seed = fk_seed(c->as + FK_HDR, c->as_len - FK_HDR) ^ d->pix.pixfmt;
+	uint32_t seed = fk_seed(c->as + FK_HDR, c->as_len - FK_HDR) ^
+			(c->planes == FK_BOTH_PLANES ? d->pix.pixfmt : base_fourcc(d->pix.pixfmt));
 	uint32_t flags = (fk_be32(c->as + 20) & FK_I_FRAME) ? V4L2_BUF_FLAG_KEYFRAME
 							     : V4L2_BUF_FLAG_PFRAME;
-	size_t need = d->pix.sizeimage[0];
+	size_t at = 0;		/* byte i of the frame, across its memory planes */
 
 	memset(b->bytesused, 0, sizeof(b->bytesused));
-	if (b->len[0] < need) {
-		flags |= V4L2_BUF_FLAG_ERROR;
-	} else {
+	for (unsigned p = 0; p < d->nplanes; p++)
+		if (b->len[p] < d->pix.sizeimage[p])
+			flags |= V4L2_BUF_FLAG_ERROR;
+	for (unsigned p = 0; p < d->nplanes && !(flags & V4L2_BUF_FLAG_ERROR); p++) {
+		size_t need = d->pix.sizeimage[p];
+
 		for (size_t i = 0; i < need; i++)
-			b->mem[0][i] = fk_pixel(seed, i);
-		b->bytesused[0] = (uint32_t)need;
+			b->mem[p][i] = fk_pixel(seed, at + i);
+		at += need;
+		b->bytesused[p] = (uint32_t)need;
 	}
 	b->ts = c->as_ts;
 	c->as_len = 0;
@@ -703,24 +753,26 @@ static void enc_frame(struct fk_ctx *c)
 	struct m2m_rect r = c->rect;
 	bool key = c->force_key || c->gop <= 1 || c->frame_no % (uint32_t)c->gop == 0;
 	uint32_t sflags = 0;
+	const uint8_t *cp[2];	/* the chroma planes: after Y, or their own memory planes */
 
-	if (sb->bytesused[0] < px->sizeimage[0]) {
-		sflags = V4L2_BUF_FLAG_ERROR;	/* not a whole frame */
-	} else {
+	for (unsigned p = 0; p < s->nplanes; p++)
+		if (sb->bytesused[p] < px->sizeimage[p])
+			sflags = V4L2_BUF_FLAG_ERROR;	/* not a whole frame */
+	if (!sflags) {
+		cp[0] = px->num_planes > 1 ? sb->mem[1] : sb->mem[0] + (size_t)bpl * ch;
+		cp[1] = px->num_planes > 2 ? sb->mem[2] : cp[0] + (size_t)(bpl / 2) * (ch / 2);
 		/* Y, then the chroma planes at half size */
 		for (uint32_t y = 0; y < r.height; y++)
 			hash = fk_fnv(sb->mem[0] + (size_t)(r.top + (int32_t)y) * bpl + r.left, r.width, hash);
-		if (px->pixfmt == V4L2_PIX_FMT_NV12) {
+		if (base_fourcc(px->pixfmt) == V4L2_PIX_FMT_NV12) {
 			for (uint32_t y = 0; y < r.height / 2; y++)
-				hash = fk_fnv(sb->mem[0] + (size_t)bpl * ch +
-					      (size_t)(r.top / 2 + (int32_t)y) * bpl + r.left, r.width, hash);
+				hash = fk_fnv(cp[0] + (size_t)(r.top / 2 + (int32_t)y) * bpl + r.left,
+					      r.width, hash);
 		} else {
 			for (unsigned p = 0; p < 2; p++)
 				for (uint32_t y = 0; y < r.height / 2; y++)
-					hash = fk_fnv(sb->mem[0] + (size_t)bpl * ch +
-						      (size_t)p * (bpl / 2) * (ch / 2) +
-						      (size_t)(r.top / 2 + (int32_t)y) * (bpl / 2) + r.left / 2,
-						      r.width / 2, hash);
+					hash = fk_fnv(cp[p] + (size_t)(r.top / 2 + (int32_t)y) * (bpl / 2) +
+						      r.left / 2, r.width / 2, hash);
 		}
 	}
 	memset(db->bytesused, 0, sizeof(db->bytesused));
@@ -782,7 +834,8 @@ int m2m_probe(const char *path, struct m2m_info *info)
 {
 	enum m2m_role role;
 	bool mplane;
-	int r = parse_path(path, &role, &mplane);
+	enum fk_planes planes;
+	int r = parse_path(path, &role, &mplane, &planes);
 	enum m2m_queue coded, raw;
 	struct m2m_format *f;
 
@@ -804,11 +857,16 @@ int m2m_probe(const char *path, struct m2m_info *info)
 	f->nsizes = 1;
 	f->sizes[0] = (struct m2m_frmsize){ FK_MIN_DIM, FK_MAX_DIM, FK_ALIGN,
 					    FK_MIN_DIM, FK_MAX_DIM, FK_ALIGN };
-	f->pair_mask = 3;
-	info->nfmt[raw] = 2;
-	info->fmt[raw][0].pixfmt = V4L2_PIX_FMT_YUV420;
-	info->fmt[raw][1].pixfmt = V4L2_PIX_FMT_NV12;
-	info->fmt[raw][0].pair_mask = info->fmt[raw][1].pair_mask = 1;
+	/* YU12 NV12, YM12 NM12, or all four */
+	info->nfmt[raw] = planes == FK_BOTH_PLANES ? 4 : 2;
+	for (unsigned i = 0; i < info->nfmt[raw]; i++) {
+		bool m = planes == FK_MEM_PLANES || i >= 2;
+
+		info->fmt[raw][i].pixfmt = i % 2 ? (m ? V4L2_PIX_FMT_NV12M : V4L2_PIX_FMT_NV12)
+						 : (m ? V4L2_PIX_FMT_YUV420M : V4L2_PIX_FMT_YUV420);
+		info->fmt[raw][i].pair_mask = 1;
+	}
+	f->pair_mask = (1ull << info->nfmt[raw]) - 1;
 	return 0;
 }
 
@@ -846,9 +904,9 @@ int m2m_set_fmt(struct m2m_ctx *ctx, enum m2m_queue q, struct m2m_pix *pix)
 			     pix->sizeimage[0]);
 	} else if (c->role == M2M_ROLE_DECODER) {
 		/* decoder CAPTURE: the stream decides the size */
-		raw_layout(&fq->pix, pix->pixfmt, c->w, c->h);
+		raw_layout(&fq->pix, pix->pixfmt, c->w, c->h, c->planes);
 	} else {
-		raw_layout(&fq->pix, pix->pixfmt, pix->width, pix->height);
+		raw_layout(&fq->pix, pix->pixfmt, pix->width, pix->height, c->planes);
 		c->w = clampu(pix->width, FK_MIN_DIM, FK_MAX_DIM);
 		c->h = clampu(pix->height, FK_MIN_DIM, FK_MAX_DIM);
 		c->rect = (struct m2m_rect){ 0, 0, c->w, c->h };

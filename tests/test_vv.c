@@ -1827,6 +1827,48 @@ struct tcase {
 	bool known_bug;		/* run only with VUV_KNOWN_BUGS=1 */
 };
 
+/* A device that offers NV12 and NV12M, YUV420 and YUV420M (Wave5): the
+ * guest sees each virtio format once, paired with the coded format. */
+static int t_caps_twins(void)
+{
+	bool dec = strstr(suite.device, "decoder") != NULL;
+	uint32_t qt[2] = { VIRTIO_VIDEO_QUEUE_TYPE_INPUT, VIRTIO_VIDEO_QUEUE_TYPE_OUTPUT };
+	struct vuf_caps c[2] = { 0 };
+	struct vuf *v = open_front(NULL);
+	const struct vuf_caps *raw, *coded;
+	int r = 0;
+
+	if (!v)
+		return -1;
+	for (int i = 0; i < 2 && !r; i++)
+		if (vuf_query_capability(v, qt[i], &c[i]) != VIRTIO_VIDEO_RESP_OK_QUERY_CAPABILITY)
+			r = failf("QUERY_CAPABILITY of queue %u: %s", qt[i], vuf_error(v));
+	raw = &c[dec ? 1 : 0];
+	coded = &c[dec ? 0 : 1];
+	if (!r && raw->num_descs != 2)
+		r = failf("%u raw format descriptors for YU12, NV12, YM12, NM12; 2 expected",
+			  raw->num_descs);
+	if (!r && !((raw->descs[0].format == VIRTIO_VIDEO_FORMAT_YUV420 &&
+		     raw->descs[1].format == VIRTIO_VIDEO_FORMAT_NV12)))
+		r = failf("raw formats %u, %u: YUV420, NV12 expected", raw->descs[0].format,
+			  raw->descs[1].format);
+	if (!r && (coded->num_descs != 1 || coded->descs[0].mask != 3))
+		r = failf("%u coded descriptors, mask 0x%llx: 1 with mask 0x3 expected",
+			  coded->num_descs,
+			  (unsigned long long)(coded->num_descs ? coded->descs[0].mask : 0));
+	vuf_caps_free(&c[0]);
+	vuf_caps_free(&c[1]);
+	return close_front(v, r);
+}
+
+/* Both twins offered: the stream uses the one-plane format (the fake seeds
+ * YM12 and NM12 frames differently there, so the exact checks tell). */
+static const struct tcase twin_dec_cases[] = {
+	{ "NV12 and NV12M offered: each format once in the capabilities", t_caps_twins, false },
+	{ "decode 30 frames, byte-exact", t_dec_basic, false },
+	{ "NV12 output by SET_PARAMS", t_dec_nv12, false },
+};
+
 static const struct tcase dec_cases[] = {
 	{ "decode 30 frames, byte-exact", t_dec_basic, false },
 	{ "drain right after the 12th queued input: every frame, in order", t_dec_drain_12, false },
@@ -1893,6 +1935,11 @@ static const struct tcase enc_cases[] = {
 	{ "encoder memory auto, a driver without USERPTR: MMAP, exact", t_mem_no_userptr, false },
 };
 
+static const struct tcase twin_enc_cases[] = {
+	{ "NV12 and NV12M offered: each format once in the capabilities", t_caps_twins, false },
+	{ "encode 25 frames, byte-exact", t_enc_basic, false },
+};
+
 static int (*cur_case)(void);
 
 static int run_case(void)
@@ -1953,6 +2000,16 @@ int main(void)
 	run_config("fake:decoder:mplane", dec_cases, sizeof(dec_cases) / sizeof(dec_cases[0]));
 	run_config("fake:encoder", enc_cases, sizeof(enc_cases) / sizeof(enc_cases[0]));
 	run_config("fake:encoder:mplane", enc_cases, sizeof(enc_cases) / sizeof(enc_cases[0]));
+	/* raw formats with a memory plane per colour plane (MediaTek) */
+	run_config("fake:decoder:mplane:mem-planes", dec_cases,
+		   sizeof(dec_cases) / sizeof(dec_cases[0]));
+	run_config("fake:encoder:mplane:mem-planes", enc_cases,
+		   sizeof(enc_cases) / sizeof(enc_cases[0]));
+	/* both (Wave5) */
+	run_config("fake:decoder:mplane:both-planes", twin_dec_cases,
+		   sizeof(twin_dec_cases) / sizeof(twin_dec_cases[0]));
+	run_config("fake:encoder:mplane:both-planes", twin_enc_cases,
+		   sizeof(twin_enc_cases) / sizeof(twin_enc_cases[0]));
 	r = tsuite_end(&suite);
 	if (!r && !getenv("VUV_KEEP_LOGS"))
 		sh("rm -rf %s", work);
