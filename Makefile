@@ -265,7 +265,8 @@ trimmed:
 # tests (the udmabuf request building runs on any host).
 dmabuf-build:
 	$(Q)$(MAKE) --no-print-directory B=build/dma KCONFIG_CONFIG=configs/dmabuf_defconfig \
-		build/dma/vhost-user-video build/dma/tests/test_vu build/dma/asan/tests/test_vu
+		build/dma/vhost-user-video build/dma/tests/test_vu build/dma/asan/tests/test_vu \
+		build/dma/tests/vhost-user-video-fake
 tests-asan: $(B)/asan/$(DAEMON) $(TEST_PROGS:%=$(B)/asan/tests/%) \
 	$(B)/asan/tests/vhost-user-video-fake $(FUZZ_TARGETS:%=$(B)/asan/tests/%-replay)
 
@@ -323,7 +324,8 @@ check-unit:
 # multi-planar. See doc/dmabuf.md.
 check-dmabuf:
 	$(Q)tests/deps.sh
-	$(Q)$(MAKE) --no-print-directory dmabuf-build $(B)/tests/e2e_dec $(B)/tests/e2e_enc
+	$(Q)$(MAKE) --no-print-directory dmabuf-build $(B)/tests/e2e_dec $(B)/tests/e2e_enc \
+		$(B)/tests/test_vv
 	$(Q)VUV_VM_KERNEL=sid tests/vm/vm.sh run -- tests/vm-dmabuf.sh
 	$(Q)VUV_VM_KERNEL=sid tests/vm/vm.sh run --multiplanar -- tests/vm-dmabuf.sh
 

@@ -68,6 +68,7 @@
 #define VV_CAPS_MAX 4096		/* max_caps_length */
 #define VV_RESP_MAX 4096		/* max_resp_length */
 #define VV_MAX_RESOURCES 64		/* per queue */
+#define VV_DMABUF_PLANES 3		/* memory planes that can be dmabufs (YM12) */
 #define VV_MAX_ENTRIES 16384		/* mem entries per resource */
 #define VV_EVENT_BACKLOG 64
 #define VV_SRC_BUFFERS 8		/* V4L2 bitstream buffers per stream */
@@ -96,7 +97,10 @@ struct vv_res {
 	struct vu_seg *ent;		/* guest-physical pieces, in order */
 	unsigned nent;
 	struct vu_view *view;		/* all of ent mapped linearly (zero-copy), or NULL */
-	int dmabuf;			/* all of ent as a udmabuf, -1 none yet, -2 refused */
+	/* DMABUF: V4L2 memory plane p as a udmabuf over the resource's bytes
+	 * from dmabuf_at[p] (res_dmabuf): the fd, -1 none yet, -2 refused */
+	int dmabuf[VV_DMABUF_PLANES];
+	uint64_t dmabuf_at[VV_DMABUF_PLANES];
 	int last_vbuf;			/* the V4L2 buffer it had last, -1: none */
 	/* RESOURCE_QUEUE state */
 	bool queued;			/* a chain is parked in .chain */
@@ -602,13 +606,20 @@ static long copy_coded_out(struct vv_dev *d, struct vv_stream *s, struct vv_res 
 	return ret ? ret : (long)(used - off);
 }
 
+static void res_dmabuf_drop(struct vv_res *r)
+{
+	for (unsigned p = 0; p < VV_DMABUF_PLANES; p++) {
+		if (r->dmabuf[p] >= 0)
+			close(r->dmabuf[p]);
+		r->dmabuf[p] = -1;
+	}
+}
+
 static void res_free(struct vv_dev *d, struct vv_res *r)
 {
 	vu_view_free(d->vu, r->view);
 	r->view = NULL;
-	if (r->dmabuf >= 0)
-		close(r->dmabuf);
-	r->dmabuf = -1;
+	res_dmabuf_drop(r);
 	free(r->ent);
 	r->ent = NULL;
 	r->nent = 0;
@@ -657,9 +668,7 @@ static void res_view_renew(struct vv_dev *d, struct vv_stream *s, struct vv_res 
 
 	if (!old || vu_view_valid(old))
 		return;
-	if (r->dmabuf >= 0)	/* the driver keeps its own reference */
-		close(r->dmabuf);
-	r->dmabuf = -1;
+	res_dmabuf_drop(r);	/* the driver keeps its own reference */
 	r->view = NULL;
 	res_view(d, s, r);
 	vu_view_free(d->vu, old);
@@ -735,30 +744,58 @@ static bool res_userptr(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
 	return true;
 }
 
-/* DMABUF from guest memory (CONFIG_VUV_DMABUF): one udmabuf per resource
- * over all its entries in order (vu_dmabuf_create), made when its queue
- * first wants it, dropped with the resource or when its view goes stale
- * (memory table changed). It holds the same bytes as the view, so the
- * view's layout checks (res_userptr) decide where the planes go; vb2 puts
- * a DMABUF plane at the start of its dmabuf, so only layouts with every
- * V4L2 plane at offset 0 qualify (one memory plane, data at the start).
- * A resource that cannot be a dmabuf (pieces not page-aligned, a layout
- * unlike the codec's, memory not a sealed memfd, made after the queue
- * chose DMABUF) is copied through the V4L2 buffer's own bounce memory, a
- * udmabuf over a memfd of the daemon's (v4l2.c), as on MMAP. */
-static int res_dmabuf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r)
+/* DMABUF from guest memory (CONFIG_VUV_DMABUF): a udmabuf per V4L2 memory
+ * plane over the resource's entries from where the plane starts
+ * (vu_dmabuf_create), made when its queue first wants it, dropped with the
+ * resource or when its view goes stale (memory table changed). The view's
+ * layout checks (res_userptr) say where each plane goes; vb2 puts a DMABUF
+ * plane at the start of its dmabuf, so a plane must start on a page of
+ * guest memory (the guest's buffer, and with NV12M or YUV420M each colour
+ * plane in it). A resource that cannot be dmabufs (pieces or planes not
+ * page-aligned, a layout unlike the codec's, memory not a sealed memfd,
+ * made after the queue chose DMABUF) is copied through the V4L2 buffer's
+ * own bounce memory, a udmabuf over a memfd of the daemon's (v4l2.c), as on
+ * MMAP. */
+static int res_dmabuf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, unsigned p,
+		      uint64_t at, uint64_t len)
 {
-	const char *why = "";
-	int fd;
+	struct vu_seg *seg = NULL;
+	const char *why = "the plane is not inside the resource";
+	uint64_t skip = at;
+	unsigned n = 0;
+	int fd = -EINVAL;
 
-	if (r->dmabuf != -1)
-		return r->dmabuf;
-	fd = vu_dmabuf_create(d->vu, r->ent, r->nent, &why);
+	if (r->dmabuf[p] != -1 && r->dmabuf_at[p] == at)
+		return r->dmabuf[p];
+	if (r->dmabuf[p] >= 0)
+		close(r->dmabuf[p]);
+	/* the entries that hold bytes [at, at + len) of the resource */
+	if (len && (seg = malloc(sizeof(*seg) * r->nent))) {
+		for (unsigned i = 0; i < r->nent && len; i++) {
+			uint64_t take = r->ent[i].len;
+
+			if (skip >= take) {
+				skip -= take;
+				continue;
+			}
+			take -= skip;
+			take = take < len ? take : len;
+			seg[n++] = (struct vu_seg){ r->ent[i].gpa + skip, (uint32_t)take };
+			len -= take;
+			skip = 0;
+		}
+		if (!len)
+			fd = vu_dmabuf_create(d->vu, seg, n, &why);
+		free(seg);
+	} else if (len) {
+		fd = -ENOMEM, why = "no memory";
+	}
 	if (fd < 0)
-		vu_log(VU_DEBUG, "stream %u: resource %u: no dmabuf: %s (%s)", s->id, r->id,
-		       why, strerror(-fd));
-	r->dmabuf = fd < 0 ? -2 : fd;
-	return r->dmabuf;
+		vu_log(VU_DEBUG, "stream %u: resource %u: plane %u: no dmabuf: %s (%s)", s->id,
+		       r->id, p, why, strerror(-fd));
+	r->dmabuf[p] = fd < 0 ? -2 : fd;
+	r->dmabuf_at[p] = at;
+	return r->dmabuf[p];
 }
 
 /* The dmabufs that let the codec use resource r as its V4L2 buffer on queue
@@ -766,15 +803,18 @@ static int res_dmabuf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r)
 static bool res_dmabuf_buf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r,
 			   enum m2m_queue mq, struct m2m_buf *b)
 {
+	unsigned n = s->q[mq].alloc_pix.num_planes;	/* (known before REQBUFS) */
 	uintptr_t base;
 
-	if (!CONFIG_VUV_DMABUF || !res_userptr(d, s, r, mq, b) || res_dmabuf(d, s, r) < 0)
+	if (!CONFIG_VUV_DMABUF || !n || n > VV_DMABUF_PLANES || !res_userptr(d, s, r, mq, b))
 		return false;
 	base = (uintptr_t)vu_view_addr(r->view);
-	for (unsigned p = 0; p < s->m2m.num_planes[mq]; p++) {
-		if (b->userptr[p] != base)
+	for (unsigned p = 0; p < n; p++) {
+		int fd = res_dmabuf(d, s, r, p, b->userptr[p] - base, b->length[p]);
+
+		if (fd < 0)
 			return false;
-		b->dmabuf[p] = r->dmabuf;
+		b->dmabuf[p] = fd;
 	}
 	memset(b->userptr, 0, sizeof(b->userptr));
 	return true;
@@ -2179,7 +2219,7 @@ static int cmd_resource_create(struct vv_dev *d, struct vv_req *q, struct vu_cha
 	r->id = q->u.rc.id;
 	r->vbuf = -1;
 	r->last_vbuf = -1;
-	r->dmabuf = -1;
+	memset(r->dmabuf, -1, sizeof(r->dmabuf));	/* none yet */
 	r->layout = q->u.rc.layout;
 	r->num_planes = q->u.rc.num_planes;
 	memcpy(r->plane_offsets, q->u.rc.plane_offsets, sizeof(r->plane_offsets));

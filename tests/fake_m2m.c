@@ -23,6 +23,9 @@
  *    GOP_SIZE and FORCE_KEY_FRAME (encoder); no BITRATE & co.
  *  - REQBUFS with malloc'ed "MMAP" planes; QBUF/DQBUF with vb2's checks
  *    (-EINVAL not streaming, -EPIPE after the LAST buffer, -EAGAIN).
+ *    USERPTR planes are used in place; a DMABUF plane is mmap()ed at QBUF
+ *    (at least sizeimage, as vb2 checks) and the codec works in it; one
+ *    given as -1 uses the buffer's own memory (v4l2.c's bounce memory).
  *  - The decoder parses the OUTPUT queue as a byte stream (frames may span
  *    buffers; bytes that are not a frame mark their buffer ERROR), raises
  *    SOURCE_CHANGE at the first header and at every size change (then the
@@ -67,6 +70,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -92,6 +96,8 @@ struct fk_buf {
 	size_t len[M2M_MAX_PLANES];
 	uint8_t *own[M2M_MAX_PLANES];	/* the buffer's own memory (MMAP, USERPTR bounce) */
 	size_t min_len[M2M_MAX_PLANES];	/* vb2's min_length: sizeimage at REQBUFS */
+	void *dmamap[M2M_MAX_PLANES];	/* a DMABUF plane's mapping, until the next QBUF */
+	size_t dmamap_len[M2M_MAX_PLANES];
 };
 
 struct fk_queue {
@@ -441,10 +447,21 @@ int m2m_open(struct m2m_ctx *ctx, const char *path, bool mplane)
 	return 0;
 }
 
+static void dma_unmap(struct fk_buf *b)
+{
+	for (unsigned p = 0; p < M2M_MAX_PLANES; p++) {
+		if (b->dmamap[p])
+			munmap(b->dmamap[p], b->dmamap_len[p]);
+		b->dmamap[p] = NULL;
+	}
+}
+
 static void free_bufs(struct fk_queue *q, struct m2m_ctx *ctx, enum m2m_queue mq)
 {
 	for (unsigned i = 0; i < M2M_MAX_BUFFERS; i++)
 		for (unsigned p = 0; p < M2M_MAX_PLANES; p++) {
+			if (!p)
+				dma_unmap(&q->b[i]);
 			free(q->b[i].own[p]);
 			q->b[i].own[p] = q->b[i].mem[p] = NULL;
 			q->b[i].len[p] = 0;
@@ -991,8 +1008,6 @@ int m2m_alloc_buffers(struct m2m_ctx *ctx, enum m2m_queue q, unsigned *count)
 	}
 	/* vb2: a memory type the queue does not offer is -EINVAL; v4l2.c's
 	 * fallback to MMAP, as in m2m_alloc_buffers there */
-	if (n && ctx->mem[q] == M2M_MEM_DMABUF)
-		ctx->mem[q] = M2M_MEM_MMAP;
 	if (n && ctx->mem[q] == M2M_MEM_USERPTR && (c->f_no_userptr || c->f_userptr_fail)) {
 		fprintf(stderr, "fake_m2m: fd %d: REQBUFS USERPTR -EINVAL%s\n", c->fd,
 			c->f_userptr_fail ? " (injected)" : "");
@@ -1015,7 +1030,7 @@ int m2m_alloc_buffers(struct m2m_ctx *ctx, enum m2m_queue q, unsigned *count)
 	fq->nplanes = fq->pix.num_planes;
 	ctx->nbufs[q] = n;
 	ctx->num_planes[q] = fq->pix.num_planes;
-	ctx->buf_caps[q] = V4L2_BUF_CAP_SUPPORTS_MMAP |
+	ctx->buf_caps[q] = V4L2_BUF_CAP_SUPPORTS_MMAP | V4L2_BUF_CAP_SUPPORTS_DMABUF |
 			   (c->f_no_userptr ? 0 : V4L2_BUF_CAP_SUPPORTS_USERPTR);
 	*count = n;
 	FK_LEAVE(0);
@@ -1028,7 +1043,8 @@ int m2m_query_buf_caps(struct m2m_ctx *ctx, enum m2m_queue q, uint32_t *caps)
 		FK_LEAVE(-EBUSY);
 	free_bufs(&c->q[q], ctx, q);
 	ctx->nbufs[q] = 0;
-	*caps = V4L2_BUF_CAP_SUPPORTS_MMAP | (c->f_no_userptr ? 0 : V4L2_BUF_CAP_SUPPORTS_USERPTR);
+	*caps = V4L2_BUF_CAP_SUPPORTS_MMAP | V4L2_BUF_CAP_SUPPORTS_DMABUF |
+		(c->f_no_userptr ? 0 : V4L2_BUF_CAP_SUPPORTS_USERPTR);
 	FK_LEAVE(0);
 }
 
@@ -1053,6 +1069,7 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 		FK_LEAVE(-EINVAL);
 	}
 	b = &fq->b[mb->index];
+	dma_unmap(b);
 	for (unsigned p = 0; p < fq->nplanes; p++) {
 		/* USERPTR (vb2 __prepare_userptr): the plane is the caller's
 		 * memory, at least the format's sizeimage */
@@ -1063,6 +1080,23 @@ int m2m_qbuf(struct m2m_ctx *ctx, enum m2m_queue q, const struct m2m_buf *mb)
 				FK_LEAVE(-EINVAL);
 			b->mem[p] = (uint8_t *)mb->userptr[p];
 			b->len[p] = mb->length[p];
+		}
+		if (c->mem[q] == M2M_MEM_DMABUF && mb->dmabuf[p] >= 0) {
+			/* vb2 __prepare_dmabuf: the dmabuf's size is the plane's */
+			off_t size = lseek(mb->dmabuf[p], 0, SEEK_END);
+			void *m = size > 0 ? mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE,
+						  MAP_SHARED, mb->dmabuf[p], 0) : MAP_FAILED;
+
+			if (m == MAP_FAILED || (size_t)size < b->min_len[p]) {
+				fprintf(stderr, "fake_m2m: fd %d: QBUF %s plane %u: dmabuf fd %d of "
+					"%lld bytes refused (%zu needed)\n", c->fd, m2m_queue_name(q),
+					p, mb->dmabuf[p], (long long)size, b->min_len[p]);
+				if (m != MAP_FAILED)
+					munmap(m, (size_t)size);
+				FK_LEAVE(-EINVAL);
+			}
+			b->dmamap[p] = b->mem[p] = m;
+			b->dmamap_len[p] = b->len[p] = (size_t)size;
 		}
 		if (q == M2M_SRC && mb->bytesused[p] > b->len[p])
 			FK_LEAVE(-EINVAL);

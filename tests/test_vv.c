@@ -39,6 +39,9 @@ static bool is_encoder_dev(void)
 
 #define W 320u
 #define H 240u
+/* the size of decode_exact's clip and encode_exact's frames (W x H but
+ * for the dmabuf cases) */
+static unsigned job_w = W, job_h = H;
 
 static struct vuf *cur_front;	/* closed after the case if it returned early */
 
@@ -178,7 +181,7 @@ static int decode_exact(unsigned n, const struct vvdec_opts *o, const struct vuf
 	const struct vvdec_result *r;
 	int ret;
 
-	clip_make(&j.c, n, W, H, n);
+	clip_make(&j.c, n, job_w, job_h, n);
 	ret = decode(&j, fo);
 	r = j.d ? vvdec_result(j.d) : NULL;
 	if (!ret && !(r->drained && r->eos))
@@ -1207,10 +1210,10 @@ struct ejob {
 
 static void raw_make(struct vvenc_raw *r, unsigned n, unsigned seed)
 {
-	r->w = W;
-	r->h = H;
+	r->w = job_w;
+	r->h = job_h;
 	r->nframes = n;
-	r->frame_size = (size_t)W * H * 3 / 2;
+	r->frame_size = (size_t)job_w * job_h * 3 / 2;
 	r->len = r->frame_size * n;
 	r->data = malloc(r->len);
 	if (!r->data)
@@ -1264,7 +1267,7 @@ static int check_encoded(struct ejob *j, bool in_order)
 		      "coded frame %u: %u bytes", k, f->size);
 		hash = fk_fnv(j->raw.data + (size_t)((unsigned)f->src % j->raw.nframes) * j->raw.frame_size,
 			      j->raw.frame_size, FK_FNV_INIT);
-		CHECK(fk_be32(p + 12) == W && fk_be32(p + 16) == H, "coded frame %u: %ux%u", k,
+		CHECK(fk_be32(p + 12) == j->raw.w && fk_be32(p + 16) == j->raw.h, "coded frame %u: %ux%u", k,
 		      fk_be32(p + 12), fk_be32(p + 16));
 		CHECK(fk_be32(p + FK_HDR) == hash, "coded frame %u is not input %d's frame", k, f->src);
 		CHECK(!!(f->flags & VIRTIO_VIDEO_BUFFER_FLAG_IFRAME) == !!(fk_be32(p + 20) & FK_I_FRAME),
@@ -1727,6 +1730,38 @@ static int t_mem_dmabuf(void)
 	return with_memory("dmabuf", NULL, m_job(), want);
 }
 
+/* DMABUF from guest memory (make check-dmabuf: the CONFIG_VUV_DMABUF fake
+ * daemon, /dev/udmabuf, sealed memfds). At 512x512 every colour plane of
+ * YU12/NV12 starts on a page: with :mem-planes each memory plane is a
+ * dmabuf of its own over the guest's pages, nothing is copied. */
+static int t_mem_dmabuf_planes(void)
+{
+	static const char *const want[] = { "input memory: dmabuf", "output memory: dmabuf",
+					    " buffers zero-copy, 0 copied", NULL };
+	int r;
+
+	job_w = job_h = 512;
+	r = with_memory("dmabuf", NULL, m_job(), want);
+	job_w = W, job_h = H;
+	return r;
+}
+
+/* At 320x240 the chroma planes start inside a page: with :mem-planes no
+ * dmabuf can show them, so the raw queue takes USERPTR (nothing copied);
+ * with one memory plane the frame is one dmabuf from its first byte. */
+static int t_mem_dmabuf_unaligned(void)
+{
+	bool enc = strstr(suite.device, "encoder") != NULL;
+	const char *raw = strstr(suite.device, "mem-planes") ? "userptr" : "dmabuf";
+	char in[64], out[64];
+	const char *const want[] = { in, out, " buffers zero-copy, 0 copied", NULL };
+
+	snprintf(in, sizeof(in), "input memory: %s", enc ? raw : "dmabuf");
+	snprintf(out, sizeof(out), "output memory: %s", enc ? "dmabuf" : raw);
+
+	return with_memory("dmabuf", NULL, m_job(), want);
+}
+
 /* A guest that names the same pages in its input and in two output
  * resources at once: the codec reads the bitstream from them and writes the
  * frame over it, in guest memory and nowhere else (the page after them
@@ -1940,6 +1975,13 @@ static const struct tcase twin_enc_cases[] = {
 	{ "encode 25 frames, byte-exact", t_enc_basic, false },
 };
 
+static const struct tcase dmabuf_cases[] = {
+	{ "memory forced dmabuf: a dmabuf per memory plane, nothing copied, exact",
+	  t_mem_dmabuf_planes, false },
+	{ "memory forced dmabuf, colour planes inside a page: exact, nothing copied",
+	  t_mem_dmabuf_unaligned, false },
+};
+
 static int (*cur_case)(void);
 
 static int run_case(void)
@@ -2010,6 +2052,24 @@ int main(void)
 		   sizeof(twin_dec_cases) / sizeof(twin_dec_cases[0]));
 	run_config("fake:encoder:mplane:both-planes", twin_enc_cases,
 		   sizeof(twin_enc_cases) / sizeof(twin_enc_cases[0]));
+	/* DMABUF: tests/vm-dmabuf.sh sets VUV_TEST_DMABUF=1 in the sid VM */
+	for (unsigned i = 0; i < 4; i++) {
+		static const char *const dev[] = { "fake:decoder:mplane", "fake:encoder:mplane",
+						   "fake:decoder:mplane:mem-planes",
+						   "fake:encoder:mplane:mem-planes" };
+		char name[300];
+
+		if (getenv("VUV_TEST_DMABUF") && !strcmp(getenv("VUV_TEST_DMABUF"), "1")) {
+			run_config(dev[i], dmabuf_cases, sizeof(dmabuf_cases) / sizeof(dmabuf_cases[0]));
+			continue;
+		}
+		for (size_t k = 0; k < sizeof(dmabuf_cases) / sizeof(dmabuf_cases[0]); k++) {
+			snprintf(name, sizeof(name), "%s [%s]", dmabuf_cases[k].name, dev[i]);
+			if (t_case_selected(name))
+				tsuite_skip(&suite, name, "needs /dev/udmabuf and the CONFIG_VUV_DMABUF "
+					    "fake daemon: make check-dmabuf runs it");
+		}
+	}
 	r = tsuite_end(&suite);
 	if (!r && !getenv("VUV_KEEP_LOGS"))
 		sh("rm -rf %s", work);

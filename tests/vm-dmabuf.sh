@@ -19,6 +19,13 @@ echo "vm: $(uname -r), vicodec multiplanar=${VICODEC_MPLANE:-?}, /dev/udmabuf"
 # vu.c against the real udmabuf: the dmabuf shows the guest pages, both ways
 run_prog "unit: udmabuf over a sealed memfd (real /dev/udmabuf)" env VUV_CASE=dmabuf build/dma/tests/test_vu
 
+# The device model on the fake codec (tests/fake_m2m.c, CONFIG_VUV_DMABUF)
+# with real udmabufs: a dmabuf per V4L2 memory plane (NV12M, YUV420M: the
+# MediaTek encoder's formats, which vicodec has not), byte-exact
+run_prog "fake codec: a dmabuf per memory plane (real /dev/udmabuf)" \
+	env VUV_TEST_DMABUF=1 VUV_FAKE_DAEMON="$PWD/build/dma/tests/vhost-user-video-fake" \
+	VUV_FRONT_SEAL=1 VUV_CASE='memory forced dmabuf:|colour planes inside' build/tests/test_vv
+
 export VUV_DAEMON=$PWD/build/dma/vhost-user-video VUV_FRONT_SEAL=1 VUV_MEMORY=dmabuf
 
 # It really was DMABUF: the daemon's -v log names the path of each queue.
