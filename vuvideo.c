@@ -105,9 +105,10 @@ struct vv_res {
 	unsigned nent;
 	struct vu_view *view;		/* all of ent mapped linearly (zero-copy), or NULL */
 	/* DMABUF: V4L2 memory plane p as a udmabuf over the resource's bytes
-	 * from dmabuf_at[p] (res_dmabuf): the fd, -1 none yet, -2 refused */
+	 * [dmabuf_at[p], +dmabuf_len[p]) (res_dmabuf): the fd, -1 none yet,
+	 * -2 refused */
 	int dmabuf[VV_DMABUF_PLANES];
-	uint64_t dmabuf_at[VV_DMABUF_PLANES];
+	uint64_t dmabuf_at[VV_DMABUF_PLANES], dmabuf_len[VV_DMABUF_PLANES];
 	int last_vbuf;			/* the V4L2 buffer it had last, -1: none */
 	/* RESOURCE_QUEUE state */
 	bool queued;			/* a chain is parked in .chain */
@@ -769,17 +770,17 @@ static int res_dmabuf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, u
 {
 	struct vu_seg *seg = NULL;
 	const char *why = "the plane is not inside the resource";
-	uint64_t skip = at;
+	uint64_t skip = at, left = len;
 	unsigned n = 0;
 	int fd = -EINVAL;
 
-	if (r->dmabuf[p] != -1 && r->dmabuf_at[p] == at)
-		return r->dmabuf[p];
+	if (r->dmabuf[p] != -1 && r->dmabuf_at[p] == at && r->dmabuf_len[p] == len)
+		return r->dmabuf[p];	/* (another format: other planes) */
 	if (r->dmabuf[p] >= 0)
 		close(r->dmabuf[p]);
 	/* the entries that hold bytes [at, at + len) of the resource */
 	if (len && (seg = malloc(sizeof(*seg) * r->nent))) {
-		for (unsigned i = 0; i < r->nent && len; i++) {
+		for (unsigned i = 0; i < r->nent && left; i++) {
 			uint64_t take = r->ent[i].len;
 
 			if (skip >= take) {
@@ -787,12 +788,12 @@ static int res_dmabuf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, u
 				continue;
 			}
 			take -= skip;
-			take = take < len ? take : len;
+			take = take < left ? take : left;
 			seg[n++] = (struct vu_seg){ r->ent[i].gpa + skip, (uint32_t)take };
-			len -= take;
+			left -= take;
 			skip = 0;
 		}
-		if (!len)
+		if (!left)
 			fd = vu_dmabuf_create(d->vu, seg, n, &why);
 		free(seg);
 	} else if (len) {
@@ -803,6 +804,7 @@ static int res_dmabuf(struct vv_dev *d, struct vv_stream *s, struct vv_res *r, u
 		       r->id, p, why, strerror(-fd));
 	r->dmabuf[p] = fd < 0 ? -2 : fd;
 	r->dmabuf_at[p] = at;
+	r->dmabuf_len[p] = len;
 	return r->dmabuf[p];
 }
 
