@@ -669,8 +669,6 @@ static void event_step(int forced_slot, short forced)
 	for (unsigned i = 0; i < CONFIG_VUV_MAX_STREAMS; i++) {
 		struct vv_stream *s = vv.streams[i];
 
-		if (s && s->feed_req)	/* as the event thread does before its poll */
-			feed_pending(&vv, s);
 		if (!s || s->state != VV_STREAM_OPEN || s->error)
 			continue;
 		if (forced_slot >= 0 && (unsigned)forced_slot % 4 != s->id % 4)
