@@ -9,23 +9,16 @@
  *   the queue kick eventfds and a signalfd. It handles one vhost-user message
  *   or one kick at a time. Every virtio-video command is parsed and executed
  *   here, including every configuration ioctl (S_FMT, REQBUFS, STREAMON/OFF,
- *   DECODER_CMD, controls) and the QBUFs that start a queue. Synchronous
- *   commands are answered at once; RESOURCE_QUEUE and STREAM_DRAIN chains
- *   are parked in the stream until the codec is done with them. A
- *   RESOURCE_QUEUE on a queue that already streams leaves its QBUF to the
- *   event thread (feed_req), so that one thread makes a stream's buffer
- *   ioctls: a software codec runs its job inside QBUF under the V4L2
- *   context's lock, and the other thread's poll() would spin on that lock
- *   meanwhile. Any later command of the stream feeds first (feed_pending),
- *   so it sees the state it would have seen.
+ *   DECODER_CMD, controls) and QBUF of guest buffers. Synchronous commands
+ *   are answered at once; RESOURCE_QUEUE and STREAM_DRAIN chains are parked
+ *   in the stream until the codec is done with them.
  * Event thread: blocks in poll() on every live stream's V4L2 fd plus a wake
  *   eventfd. It asks for POLLIN/POLLOUT only while a queue streams with
  *   buffers queued (a mem2mem fd reports POLLERR otherwise) and for POLLPRI
  *   always. It DQBUFs, copies decoded data to the guest, completes parked
  *   chains, DQEVENTs (source change, EOS) and sends events on the eventq.
- *   It also QBUFs what waited for the buffers it freed or what the command
- *   thread queued (feed_src/feed_dst) and, when that puts the last input
- *   queued before a STREAM_DRAIN into
+ *   It also QBUFs what waited for the buffers it freed (feed_src/feed_dst)
+ *   and, when that puts the last input queued before a STREAM_DRAIN into
  *   the codec, issues the drain's STOP command (drain_start): the one
  *   command ioctl it makes, non-blocking like all of them.
  * One mutex, the vu device lock (vu_lock), guards everything here: the stream
@@ -158,7 +151,6 @@ enum vv_drain {
 };
 
 struct vv_stream {
-	bool feed_req;			/* resources queued while streaming: the event thread QBUFs them */
 	enum vv_stream_state state;
 	enum vv_flow flow;
 	uint32_t id;
@@ -617,7 +609,7 @@ static long copy_coded_out(struct vv_dev *d, struct vv_stream *s, struct vv_res 
 
 static void res_dmabuf_drop(struct vv_res *r)
 {
-	for (unsigned p = 0; CONFIG_VUV_DMABUF && p < VV_DMABUF_PLANES; p++) {
+	for (unsigned p = 0; p < VV_DMABUF_PLANES; p++) {
 		if (r->dmabuf[p] >= 0)
 			close(r->dmabuf[p]);
 		r->dmabuf[p] = -1;
@@ -1601,18 +1593,6 @@ static void drain_start(struct vv_dev *d, struct vv_stream *s)
 	wake_events(d);
 }
 
-/* RESOURCE_QUEUE's QBUFs on a streaming queue (cmd_resource_queue):
- * the event thread's, or the command thread's before another command. */
-static void feed_pending(struct vv_dev *d, struct vv_stream *s)
-{
-	s->feed_req = false;
-	if (s->state != VV_STREAM_OPEN || s->error)
-		return;
-	feed_src(d, s);
-	feed_dst(d, s);
-	drain_start(d, s);
-}
-
 /* Everything the codec has finished for stream s. Lock held. */
 static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 {
@@ -1681,8 +1661,6 @@ static void *event_thread(void *arg)
 		for (unsigned i = 0; i < CONFIG_VUV_MAX_STREAMS; i++) {
 			struct vv_stream *s = d->streams[i];
 
-			if (s && s->feed_req)	/* what the command thread queued */
-				feed_pending(d, s);
 			/* a failed stream's fd may report POLLHUP/POLLERR for
 			 * good: left out until QUEUE_CLEAR or destroy */
 			if (!s || s->state != VV_STREAM_OPEN || s->error)
@@ -1696,7 +1674,6 @@ static void *event_thread(void *arg)
 		}
 		d->poll_seen = d->poll_req;
 		pthread_cond_broadcast(&d->cond);
-		vu_queue_notify(d->vu, VIRTIO_VIDEO_QUEUE_COMMAND);	/* (feed errors) */
 		vu_unlock(d->vu);
 
 		if (poll(pfd, n, -1) < 0) {
@@ -2244,8 +2221,7 @@ static int cmd_resource_create(struct vv_dev *d, struct vv_req *q, struct vu_cha
 	r->id = q->u.rc.id;
 	r->vbuf = -1;
 	r->last_vbuf = -1;
-	if (CONFIG_VUV_DMABUF)
-		memset(r->dmabuf, -1, sizeof(r->dmabuf));	/* none yet */
+	memset(r->dmabuf, -1, sizeof(r->dmabuf));	/* none yet */
 	r->layout = q->u.rc.layout;
 	r->num_planes = q->u.rc.num_planes;
 	memcpy(r->plane_offsets, q->u.rc.plane_offsets, sizeof(r->plane_offsets));
@@ -2398,7 +2374,6 @@ static int cmd_resource_queue(struct vv_dev *d, struct vv_req *q, struct vu_chai
 	enum m2m_queue mq = q->u.rq.q;
 	struct vv_queue *vq = &s->q[mq];
 	struct vv_res *r = res_find(vq, q->u.rq.id);
-	bool was_streaming = s->m2m.streaming[mq];
 	int ret, streamon_err = 0;
 
 	(void)out;
@@ -2422,14 +2397,7 @@ static int cmd_resource_queue(struct vv_dev *d, struct vv_req *q, struct vu_chai
 		vu_log(VU_TRACE, "stream %u: queue %s resource %u (%u bytes, ts %llu)", s->id,
 		       vq_name(mq), r->id, r->bytes,
 		       (unsigned long long)r->timestamp);
-	/* Once a queue streams, its QBUFs are the event thread's: a codec that
-	 * codes inside QBUF (vicodec: device_run under the context's lock)
-	 * would otherwise keep that lock while the event thread's poll waits
-	 * for it, spinning (v4l2_m2m_fop_poll: 15% of the daemon's CPU at
-	 * 640x480). The command thread only allocates and starts the queues. */
-	if (was_streaming && s->m2m.streaming[mq]) {
-		s->feed_req = true;
-	} else if (mq == M2M_SRC) {
+	if (mq == M2M_SRC) {
 		feed_src(d, s);
 		if (!s->m2m.streaming[M2M_SRC] && vq->in_driver) {
 			ret = m2m_streamon(&s->m2m, M2M_SRC);
@@ -2972,10 +2940,6 @@ static void dispatch(struct vv_dev *d, struct vu_chain *c)
 	} else {
 		out.len = 0;
 		out.max = c->wr_len;
-		/* any other command sees the stream as if the resources queued
-		 * before it were fed at once */
-		if (q.s && q.s->feed_req && q.type != VIRTIO_VIDEO_CMD_RESOURCE_QUEUE)
-			feed_pending(d, q.s);
 		r = cmd->fn(d, &q, c, &out);
 	}
 	if (r == VV_PARKED) {
