@@ -289,9 +289,6 @@ fail() {
 	halt
 }
 
-# loopback: the fake codec's fd is a TCP connection to itself (tests/fake_m2m.c)
-ip link set lo up || fail "cannot bring up lo"
-
 while read -r m; do
 	p=
 	[ "$m" = vicodec.ko ] && [ "$mplane" = 1 ] && p=multiplanar=1
