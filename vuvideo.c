@@ -15,7 +15,8 @@
  * Event thread: blocks in poll() on every live stream's V4L2 fd plus a wake
  *   eventfd. It asks for POLLIN/POLLOUT only while a queue streams with
  *   buffers queued (a mem2mem fd reports POLLERR otherwise) and for POLLPRI
- *   always. It DQBUFs, copies decoded data to the guest, completes parked
+ *   always; what poll() reports may be stale by the time it has the lock
+ *   (poll_err_now). It DQBUFs, copies decoded data to the guest, completes parked
  *   chains, DQEVENTs (source change, EOS) and sends events on the eventq.
  *   It also QBUFs what waited for the buffers it freed (feed_src/feed_dst)
  *   and, when that puts the last input queued before a STREAM_DRAIN into
@@ -1593,6 +1594,19 @@ static void drain_start(struct vv_dev *d, struct vv_stream *s)
 	wake_events(d);
 }
 
+/* POLLERR from the event thread's poll() describes the moment poll()
+ * looked, before this thread had the lock: the m2m core reports it while
+ * neither queue has work (v4l2_m2m_poll_for_data), e.g. just after a seek's
+ * OUTPUT STREAMOFF with every capture buffer out, and the commands that
+ * queued buffers again may have run since. Asked again under the lock, it
+ * is the codec's state as the daemon knows it. */
+static bool poll_err_now(const struct vv_stream *s)
+{
+	struct pollfd p = { .fd = s->m2m.fd, .events = POLLIN | POLLOUT };
+
+	return poll(&p, 1, 0) > 0 && (p.revents & POLLERR);
+}
+
 /* Everything the codec has finished for stream s. Lock held. */
 static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 {
@@ -1638,7 +1652,7 @@ static void service_stream(struct vv_dev *d, struct vv_stream *s, short revents)
 	if ((revents & POLLPRI) && !is_encoder(d))
 		service_events(d, s);	/* source change: decoders only */
 	if ((revents & (POLLHUP | POLLNVAL)) ||
-	    ((revents & POLLERR) && !progress && stream_wants_data(s)))
+	    ((revents & POLLERR) && !progress && stream_wants_data(s) && poll_err_now(s)))
 		stream_error(d, s, "the V4L2 device reported an error");
 }
 

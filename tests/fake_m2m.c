@@ -53,6 +53,10 @@
  * big_used=N (capture buffer N reports bytesused 4096 past its length),
  * epipe=N (from capture DQBUF number N on,
  * -EPIPE until STREAMOFF, as after a LAST buffer, though none came), streamon=N (STREAMON number N fails with -EIO),
+ * stale_err=N (at OUTPUT STREAMOFF number N the codec stalls; the first
+ * poll() that then asks for POLLIN or POLLOUT on the fd while work is queued
+ * returns at once with POLLERR, and the next poll() on the fd resumes the
+ * codec: a report that is stale by the time it is read, see poll() below),
  * no_event=1 (SOURCE_CHANGE is never raised: the decoder waits for a
  * capture setup that never comes), storm=N (every event comes N+1 times,
  * up to FK_MAX_EVENTS pending). ctx=K: only the K-th context
@@ -66,12 +70,14 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/videodev2.h>
@@ -143,9 +149,10 @@ struct fk_ctx {
 	/* faults and counters */
 	unsigned f_enodev, f_error, f_eio_qbuf;
 	unsigned f_bad_index, f_big_used, f_epipe, f_streamon, f_no_event, f_storm;
-	unsigned f_no_userptr, f_userptr_fail;
+	unsigned f_no_userptr, f_userptr_fail, f_stale_err;
+	enum { FK_STALE_NONE, FK_STALE_ARMED, FK_STALE_SENT } stale;	/* stale_err */
 	enum m2m_memory mem[2];
-	unsigned n_dst_done, n_src_qbuf, n_dst_dqbuf, n_streamon;
+	unsigned n_dst_done, n_src_qbuf, n_dst_dqbuf, n_streamon, n_src_streamoff;
 	bool dead;
 	bool strict;			/* VUV_FAKE_STRICT: caller bugs abort */
 	unsigned idle_calls;
@@ -345,6 +352,73 @@ static void fk_sync(struct fk_ctx *c)
 	}
 }
 
+/*
+ * Fault stale_err. What poll() reports describes the moment it was
+ * evaluated; the caller acts on it later. The real m2m poll reports POLLERR
+ * while neither queue has a buffer to work on (v4l2_m2m_poll_for_data): an
+ * OUTPUT STREAMOFF (a seek) while every capture buffer is with the daemon
+ * wakes the event thread with POLLERR, and by the time it has the daemon's
+ * lock the command thread may have queued buffers again. This poll() takes
+ * libc's place in the fake build and passes every call through, except on
+ * a context with the fault armed: its codec stalls at the STREAMOFF, so
+ * that once work is queued a poll() that asks for POLLIN or POLLOUT finds
+ * nothing to dequeue and returns at once with POLLERR added; the codec
+ * resumes at the next poll() on the fd (the daemon's next wait, or its check
+ * of that POLLERR), and its work shows up then. Deterministic, whatever the
+ * threads' timing.
+ */
+static void fk_run(struct fk_ctx *c);
+
+static struct fk_ctx *fk_of_fd(int fd)
+{
+	return fd >= 0 && fd < FK_MAX_FD ? fk_table[fd] : NULL;
+}
+
+static bool fk_stale_due(const struct fk_ctx *c, short events)
+{
+	const struct fk_queue *s = &c->q[M2M_SRC], *d = &c->q[M2M_DST];
+
+	return c->stale == FK_STALE_ARMED && (events & (POLLIN | POLLOUT)) && !s->ndone &&
+	       !d->ndone && !d->last_dequeued && !c->nev &&
+	       ((s->streaming && s->nready) || (d->streaming && d->nready));
+}
+
+int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+	struct timespec ts = { timeout / 1000, timeout % 1000 * 1000000L }, zero = { 0, 0 };
+	bool due = false;
+	int r;
+
+	pthread_mutex_lock(&fk_lock);
+	for (nfds_t i = 0; i < n; i++) {
+		struct fk_ctx *c = fk_of_fd(fds[i].fd);
+
+		if (c && c->stale == FK_STALE_SENT) {
+			c->stale = FK_STALE_NONE;
+			fk_run(c);
+		}
+		due |= c && fk_stale_due(c, fds[i].events);
+	}
+	pthread_mutex_unlock(&fk_lock);
+	r = ppoll(fds, n, due ? &zero : timeout < 0 ? NULL : &ts, NULL);
+	if (r < 0 || !due)
+		return r;
+	pthread_mutex_lock(&fk_lock);
+	for (nfds_t i = 0; i < n; i++) {
+		struct fk_ctx *c = fk_of_fd(fds[i].fd);
+
+		if (!c || !fk_stale_due(c, fds[i].events))
+			continue;
+		c->stale = FK_STALE_SENT;
+		r += !fds[i].revents;
+		fds[i].revents |= POLLERR;
+		fprintf(stderr, "fake_m2m: fd %d: injected fault: a stale POLLERR "
+			"(nothing to dequeue, work queued)\n", c->fd);
+	}
+	pthread_mutex_unlock(&fk_lock);
+	return r;
+}
+
 static void fk_kill(struct fk_ctx *c)
 {
 	if (c->dead)
@@ -431,6 +505,7 @@ int m2m_open(struct m2m_ctx *ctx, const char *path, bool mplane)
 	c->f_storm = fault_value(faults, "storm");
 	c->f_no_userptr = fault_value(faults, "no_userptr");
 	c->f_userptr_fail = fault_value(faults, "userptr_fail");
+	c->f_stale_err = fault_value(faults, "stale_err");
 	c->strict = getenv("VUV_FAKE_STRICT") && atoi(getenv("VUV_FAKE_STRICT"));
 	if (role == M2M_ROLE_DECODER) {
 		coded_layout(&c->q[M2M_SRC].pix, 640, 480, 0);
@@ -822,6 +897,10 @@ static void run_encoder(struct fk_ctx *c)
 
 static void fk_run(struct fk_ctx *c)
 {
+	if (c->stale != FK_STALE_NONE) {
+		fk_sync(c);	/* stalled: fault stale_err */
+		return;
+	}
 	if (c->role == M2M_ROLE_DECODER)
 		run_decoder(c);
 	else
@@ -1003,6 +1082,8 @@ int m2m_alloc_buffers(struct m2m_ctx *ctx, enum m2m_queue q, unsigned *count)
 		FK_LEAVE(-EBUSY);
 	free_bufs(fq, ctx, q);
 	if (q == M2M_SRC) {
+		if (c->f_stale_err && ++c->n_src_streamoff == c->f_stale_err)
+			c->stale = FK_STALE_ARMED;
 		c->as_len = 0;
 		c->src_off = 0;
 	}

@@ -1489,6 +1489,26 @@ static int t_fault_storm_res_change(void)
 	return with_faults("storm=50", t_dec_resolution_change);
 }
 
+/* A seek's OUTPUT STREAMOFF, then a POLLERR that reaches the event thread
+ * only after buffers were queued again (fake fault stale_err): the seek
+ * stays exact, no ERROR event, no error logged; the fault was injected. */
+static int stale_err_case(int (*fn)(void))
+{
+	int r;
+
+	snprintf(f_log, sizeof(f_log), "%s/faults.log", work);
+	fclose(fopen(f_log, "w"));
+	r = with_faults("stale_err=1", fn);
+	if (!r && log_count("injected fault: a stale POLLERR") != 1)
+		r = failf("the stale POLLERR was injected %u times, 1 expected (%s)",
+			  log_count("injected fault: a stale POLLERR"), f_log);
+	if (!r && log_count("error: stream"))
+		r = failf("%u stream errors logged (%s)", log_count("error: stream"), f_log);
+	return r;
+}
+
+static int t_fault_stale_err_seek(void) { return stale_err_case(t_dec_seek); }
+
 static int t_enc_basic(void)
 {
 	return encode_exact(25, &(struct vvenc_opts){ 0 });
@@ -1539,6 +1559,8 @@ static int t_enc_clear_input(void)
 	ejob_free(&j);
 	return r;
 }
+
+static int t_fault_stale_err_clear(void) { return stale_err_case(t_enc_clear_input); }
 
 static int t_enc_destroy_mid(void)
 {
@@ -1939,6 +1961,7 @@ static const struct tcase dec_cases[] = {
 	{ "fault: an event storm (201 SOURCE_CHANGE at once); a healthy stream beside", t_fault_storm, false },
 	{ "fault: STREAMON of capture fails; a healthy stream beside", t_fault_streamon_capture, false },
 	{ "fault: an event storm at both changes of a resolution change: two events", t_fault_storm_res_change, false },
+	{ "fault: a stale POLLERR after a seek's STREAMOFF: exact, no error", t_fault_stale_err_seek, false },
 	{ "memory auto: USERPTR on both queues, nothing copied, exact", t_mem_auto, false },
 	{ "memory auto, scattered pages: USERPTR, nothing copied, exact", t_mem_auto_scattered, false },
 	{ "memory forced mmap: copied, exact", t_mem_mmap, false },
@@ -1963,6 +1986,7 @@ static const struct tcase enc_cases[] = {
 	{ "encoder fault: capture bytesused past the buffer; a healthy stream beside", t_fault_big_used, false },
 	{ "encoder fault: EPIPE from DQBUF capture outside a drain; a healthy stream beside", t_fault_epipe, false },
 	{ "encoder fault: STREAMON fails; a healthy stream beside", t_fault_streamon, false },
+	{ "encoder fault: a stale POLLERR after QUEUE_CLEAR input: exact, no error", t_fault_stale_err_clear, false },
 	{ "encoder memory auto: USERPTR on both queues, nothing copied, exact", t_mem_auto, false },
 	{ "encoder memory auto, scattered pages: USERPTR, nothing copied, exact", t_mem_auto_scattered, false },
 	{ "encoder memory forced mmap: copied, exact", t_mem_mmap, false },
