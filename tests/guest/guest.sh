@@ -605,13 +605,34 @@ l2_boot() {
 	return 1
 }
 
-# Waits for L2 to finish; 0 when it reported a status.
+# A case L2 reported hung (l2_watchdog): what it waits for, and the
+# daemons' side. 0 when there is one.
+show_hang() {
+	local f
+	compgen -G "$S/run/*.hang" >/dev/null || return 1
+	for f in "$S"/run/*.hang; do
+		echo "guest: L2 case $(basename "$f" .hang) hung; ending L2"
+		show "L2 processes and kernel log" "$f" 200
+	done
+	show "decoder daemon" "$W/dec-daemon.log" 60
+	show "encoder daemon" "$W/enc-daemon.log" 20
+}
+
+# Waits for L2 to finish; 0 when it reported a status. A hung case ends L2.
 l2_wait() {
 	local rc=0
+	while kill -0 "$Q_PID" 2>/dev/null; do
+		if compgen -G "$S/run/*.hang" >/dev/null; then
+			kill -9 "$Q_PID" 2>/dev/null || true
+			break
+		fi
+		sleep 2
+	done
 	wait "$Q_PID" || rc=$?
 	Q_PID=
 	if [[ ! -f $S/run/status ]]; then
 		echo "guest: L2 ended without a status (QEMU status $rc)"
+		show_hang || true
 		show "L2 console" "$S/run/console.log"
 		show "L2 log" "$S/run/l2.log"
 		show "QEMU" "$W/qemu.log"
@@ -803,7 +824,12 @@ def out_size(run):
 
 cmd('qmp_capabilities')
 cur, nxt, end = None, 5 * FSZ, time.time() + 1200
+def hung():
+    return any(n.endswith('.hang') for n in os.listdir(run_dir))
+
 while not os.path.exists(run_dir + '/stopcont.res') and alive() and time.time() < end:
+    if hung():
+        fail('a case in L2 hung (l2_watchdog)')
     runs = [r for r in (1, 2, 3) if os.path.exists('%s/stopcont.%d.yuv' % (run_dir, r))]
     lines()
     pending.clear()
@@ -1006,7 +1032,8 @@ do_l1() {
 			# means it was not that, and counts.
 			# The daemons (alive: they outlive a frontend) start again, so
 			# that stopcont reads a fresh log; their first logs are kept.
-			if [[ $try -eq 1 ]] && ! compgen -G "$S/run/*.res" >/dev/null && daemons_alive &&
+			if [[ $try -eq 1 ]] && ! compgen -G "$S/run/*.res" >/dev/null &&
+				! compgen -G "$S/run/*.hang" >/dev/null && daemons_alive &&
 				! grep -qE 'Kernel panic|BUG:|Oops|WARNING:|general protection' "$S/run/console.log" 2>/dev/null; then
 				echo "guest: NOTE: L2 ended before any case finished, with no kernel message; running the cases again once (the first run's files: $S/run-lost)"
 				rm -rf "$S/run-lost"
@@ -1088,9 +1115,47 @@ l2_run() { # name cmd...: runs one case, writes NAME.res ("RC SECONDS") and NAME
 	shift
 	t=$EPOCHREALTIME
 	L2_CASE=$name
+	echo "$name $(l2_uptime)" >/tmp/l2-current
 	"$@" >"$R/$name.log" 2>&1 || rc=$?
+	rm -f /tmp/l2-current
 	echo "$rc $(since "$t")" >"$R/$name.res"
 	echo "l2: $name: status $rc"
+}
+
+l2_uptime() { local u; read -r u _ </proc/uptime; echo "${u%.*}"; }
+
+# A case still running after L2_HANG_S seconds (the slowest takes ~20 s) is
+# hung: most likely in an uninterruptible wait in the driver, which no
+# timeout can end. What its processes wait for goes to $R/NAME.hang, once;
+# L1 shows it, with the daemons' logs, and ends L2 (l2_wait, l1_stopcont).
+# Without this a hang said nothing and held CI until its guard.
+readonly L2_HANG_S=480
+l2_watchdog() {
+	local name t p cmd
+	set +e # (a background subshell: a diagnostic that fails must not end it)
+	while sleep 10; do
+		read -r name t 2>/dev/null </tmp/l2-current || continue
+		if (($(l2_uptime) - t <= L2_HANG_S)) || [[ -f $R/$name.hang ]]; then
+			continue
+		fi
+		{
+			echo "case $name running for $(($(l2_uptime) - t)) s of L2 uptime"
+			for p in /proc/[0-9]*; do
+				# user space only (kernel threads have no command line)
+				cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)
+				[[ -n $cmd ]] || continue
+				echo "== pid ${p#/proc/}: $cmd"
+				grep -E '^(State|voluntary_ctxt|nonvoluntary_ctxt)' "$p/status"
+				echo "wchan: $(cat "$p/wchan" 2>/dev/null)"
+				cat "$p/stack" 2>/dev/null
+			done
+			# the blocked tasks' stacks, and the driver's messages
+			echo w >/proc/sysrq-trigger 2>/dev/null
+			sleep 1
+			dmesg | tail -n 120
+		} >"$R/$name.hang.tmp" 2>&1
+		mv "$R/$name.hang.tmp" "$R/$name.hang"
+	done
 }
 
 # The driver sends no OUTPUT buffer to the device before an S_FMT on OUTPUT
@@ -1183,7 +1248,9 @@ l2_stopcont() {
 
 do_l2() {
 	R=$L2_SHARE/run
-	local c
+	local c wd
+	l2_watchdog &
+	wd=$!
 	for c in "$@"; do
 		case $c in
 		victim) l2_run victim l2_victim ;;
@@ -1206,6 +1273,7 @@ do_l2() {
 	if [[ -f $L2_SHARE/l2-script.sh ]]; then
 		bash "$L2_SHARE/l2-script.sh" >"$R/l2-script.log" 2>&1 || echo "l2: l2-script.sh: status $?"
 	fi
+	kill "$wd" 2>/dev/null || true
 }
 
 main() {
