@@ -612,8 +612,18 @@ l2_boot() {
 # stopcont's last `cont` (L1: "watchdog: BUG: soft lockup - CPU#1 stuck for
 # 26s! [qemu-system-x86:288]", on and on; L2 never ran again). L2 can do
 # nothing about it, so its own watchdog cannot report it.
+# The same without the kernel's report (2026-12-07's stuck runs showed
+# none): L2's watchdog writes its uptime to run/heartbeat every 10 s; none
+# for L2_SILENT_S (180 s; stopcont's longest pause is about 65 s) is stuck.
+readonly L2_SILENT_S=180
 l1_lockups() { dmesg 2>/dev/null | grep -c 'soft lockup.*\[qemu-system' || true; }
-l2_stuck() { [[ $(l1_lockups) -gt ${L1_LOCKUPS:-0} ]]; }
+l2_silent() { # seconds since L2's last heartbeat (0: none yet)
+	[[ -f $S/run/heartbeat ]] || { echo 0; return; }
+	echo $(($(date +%s) - $(stat -c %Y "$S/run/heartbeat")))
+}
+l2_stuck() {
+	[[ $(l1_lockups) -gt ${L1_LOCKUPS:-0} || $(l2_silent) -gt $L2_SILENT_S ]]
+}
 
 # A case L2 reported hung (l2_watchdog): what it waits for, and the
 # daemons' side. 0 when there is one.
@@ -646,7 +656,7 @@ l2_wait() {
 			break
 		fi
 		if ((++n % 5 == 0)) && l2_stuck; then
-			echo "guest: L1's kernel reports L2's vCPU thread stuck (nested KVM under TCG); ending L2"
+			echo "guest: L2 is stuck (nested KVM under TCG): no heartbeat for $(l2_silent) s, $(($(l1_lockups) - ${L1_LOCKUPS:-0})) soft lockup reports in L1's kernel; ending L2"
 			dmesg | grep 'soft lockup.*\[qemu-system' | tail -n 3 | sed 's/^/  | /'
 			kill -9 "$Q_PID" 2>/dev/null || true
 			break
@@ -790,9 +800,9 @@ l1_stopcont() {
 	rm -f "$W/stopcont.err"
 	: >"$W/stopcont.l1"
 	/usr/bin/python3 - "$W/qmp.sock" "$W/dec-daemon.log" "$S/run" "$Q_PID" "$W/stopcont.l1" \
-		"$W/stopcont.err" "$L1_LOCKUPS" <<'PY' || true
+		"$W/stopcont.err" "$L1_LOCKUPS" "$L2_SILENT_S" <<'PY' || true
 import json, os, re, socket, subprocess, sys, time
-sock, log, run_dir, qpid, rec, err, lockups = sys.argv[1:8]
+sock, log, run_dir, qpid, rec, err, lockups, silent = sys.argv[1:9]
 FSZ = 640 * 480 * 3 // 2
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(120)
@@ -853,9 +863,15 @@ def hung():
     return any(n.endswith('.hang') for n in os.listdir(run_dir))
 
 def stuck():
-    """l2_stuck: L1's kernel reports a soft lockup in a QEMU thread."""
+    """l2_stuck: L1's kernel reports a soft lockup in a QEMU thread, or
+    no heartbeat from L2 for L2_SILENT_S."""
     k = subprocess.run(['dmesg'], capture_output=True, text=True).stdout
-    return len(re.findall(r'soft lockup.*\[qemu-system', k)) > int(lockups or 0)
+    if len(re.findall(r'soft lockup.*\[qemu-system', k)) > int(lockups or 0):
+        return True
+    try:
+        return time.time() - os.path.getmtime(run_dir + '/heartbeat') > int(silent)
+    except OSError:
+        return False
 
 checked = time.time()
 while not os.path.exists(run_dir + '/stopcont.res') and alive() and time.time() < end:
@@ -864,7 +880,7 @@ while not os.path.exists(run_dir + '/stopcont.res') and alive() and time.time() 
     if time.time() - checked > 10:
         checked = time.time()
         if stuck():
-            fail("L1's kernel reports L2's vCPU thread stuck (soft lockup)")
+            fail('L2 is stuck (l2_stuck: a soft lockup report in L1, or no heartbeat)')
     runs = [r for r in (1, 2, 3) if os.path.exists('%s/stopcont.%d.yuv' % (run_dir, r))]
     lines()
     pending.clear()
@@ -1195,7 +1211,9 @@ readonly L2_HANG_S=480
 l2_watchdog() {
 	local name t p cmd
 	set +e # (a background subshell: a diagnostic that fails must not end it)
+	l2_uptime >"$R/heartbeat"
 	while sleep 10; do
+		l2_uptime >"$R/heartbeat"
 		read -r name t 2>/dev/null </tmp/l2-current || continue
 		if (($(l2_uptime) - t <= L2_HANG_S)) || [[ -f $R/$name.hang ]]; then
 			continue
