@@ -1092,13 +1092,20 @@ do_l1() {
 				for c in "${l2cases[@]}"; do
 					[[ -f $S/run-stuck/$c.res ]] || boot+=("$c")
 				done
-				echo "guest: NOTE: L2 got stuck in L1's KVM; running ${boot[*]} again once in a fresh L2 (the first run's files: $S/run-stuck)"
+				if [[ ${#boot[@]} -eq 0 ]]; then
+					echo "guest: NOTE: L2 got stuck in L1's KVM after its last case; the results stand (files: $S/run-stuck)"
+				else
+					echo "guest: NOTE: L2 got stuck in L1's KVM; running ${boot[*]} again once in a fresh L2 (the first run's files: $S/run-stuck)"
+				fi
 				kill "$DEC_PID" "$ENC_PID" 2>/dev/null || true
 				wait "$DEC_PID" "$ENC_PID" 2>/dev/null || true
 				mv "$W/dec-daemon.log" "$S/run-stuck/dec-daemon.log"
 				mv "$W/enc-daemon.log" "$S/run-stuck/enc-daemon.log"
 				start_daemons "$cases"
-				[[ ${#boot[@]} -gt 0 ]] || break
+				if [[ ${#boot[@]} -eq 0 ]]; then
+					l2_restore # (stuck after its last case)
+					break
+				fi
 				continue
 			fi
 			l2_restore
